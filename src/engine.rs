@@ -1,0 +1,213 @@
+//! The entry point: an [`Engine`] bound to one backend.
+
+use std::sync::Arc;
+
+use ndarray::Array2;
+
+use crate::cpu::CpuStages;
+use crate::gpu::{AdapterFilter, GpuContext, GpuStages};
+use crate::gradients::validate_shape;
+use crate::stages::Stages;
+use crate::{GradientSource, PreAggregation, Result, Rule};
+
+/// The output of an aggregation and the evidence behind it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Aggregation {
+    /// The aggregated gradient, of the input's dimension d.
+    pub vector: Vec<f32>,
+    /// Workers the rule selected, 0-based: the one Krum choice, Multi-Krum's m
+    /// in ascending score order, Bulyan's θ in the order chosen. Empty for
+    /// rules that select no worker.
+    pub selected: Vec<usize>,
+    /// Krum scores of all n workers (+Inf for non-finite workers), for the
+    /// Krum family.
+    pub scores: Option<Vec<f64>>,
+    /// Workers that sent NaN or ±Inf, ascending.
+    pub non_finite: Vec<usize>,
+    /// Iterations run, for iterative rules.
+    pub iterations: Option<usize>,
+}
+
+impl Aggregation {
+    pub(crate) fn empty(non_finite: Vec<usize>) -> Self {
+        Self {
+            vector: Vec::new(),
+            selected: Vec::new(),
+            scores: None,
+            non_finite,
+            iterations: None,
+        }
+    }
+}
+
+/// Which implementation an [`Engine`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// The f64 reference, written for obviousness (the test oracle).
+    Reference,
+    /// The fast multithreaded CPU path.
+    Cpu,
+    /// WGSL compute shaders on a wgpu adapter.
+    Gpu,
+}
+
+impl BackendKind {
+    /// Name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Reference => "reference",
+            BackendKind::Cpu => "cpu",
+            BackendKind::Gpu => "gpu",
+        }
+    }
+}
+
+enum Backend {
+    Reference,
+    Cpu(CpuStages),
+    Gpu(GpuStages),
+}
+
+/// Aggregates gradients on one backend. Build it once and reuse it: a GPU
+/// engine keeps its device, pipelines and buffers across calls.
+pub struct Engine {
+    backend: Backend,
+}
+
+/// Lets a generic, possibly unsized source be passed on as a trait object.
+struct Dyn<'a, G: ?Sized>(&'a G);
+
+impl<G: GradientSource + ?Sized> GradientSource for Dyn<'_, G> {
+    fn workers(&self) -> usize {
+        self.0.workers()
+    }
+
+    fn len_of(&self, worker: usize) -> usize {
+        self.0.len_of(worker)
+    }
+
+    fn row(&self, worker: usize) -> Option<&[f32]> {
+        self.0.row(worker)
+    }
+
+    fn read_into(&self, worker: usize, start: usize, out: &mut [f32]) -> Result<()> {
+        self.0.read_into(worker, start, out)
+    }
+}
+
+impl Engine {
+    /// The f64 reference backend.
+    pub fn reference() -> Self {
+        Self {
+            backend: Backend::Reference,
+        }
+    }
+
+    /// The fast CPU backend.
+    pub fn cpu() -> Self {
+        Self {
+            backend: Backend::Cpu(CpuStages::new()),
+        }
+    }
+
+    /// A GPU backend on the best adapter, software adapters included when no
+    /// hardware one exists.
+    pub fn gpu() -> Result<Self> {
+        Self::gpu_with_filter(&AdapterFilter::from_env())
+    }
+
+    /// A GPU backend on the adapter that `filter` picks.
+    pub fn gpu_with_filter(filter: &AdapterFilter) -> Result<Self> {
+        Ok(Self::with_context(Arc::new(GpuContext::new(filter)?)))
+    }
+
+    /// A GPU backend on an existing context, for example one built from the
+    /// caller's own `wgpu::Device` and `wgpu::Queue`.
+    pub fn with_context(context: Arc<GpuContext>) -> Self {
+        Self {
+            backend: Backend::Gpu(GpuStages::new(context)),
+        }
+    }
+
+    /// A hardware GPU if one exists, else the CPU path with one notice on
+    /// stderr. Software adapters such as lavapipe are used only when asked
+    /// for, through [`Engine::gpu`].
+    pub fn auto() -> Result<Self> {
+        let mut filter = AdapterFilter::from_env();
+        filter.allow_software = filter.name.is_some();
+        match GpuContext::new(&filter) {
+            Ok(context) => Ok(Self::with_context(Arc::new(context))),
+            Err(error) => {
+                eprintln!("byzagg: no hardware GPU adapter ({error}); using the CPU backend");
+                Ok(Self::cpu())
+            }
+        }
+    }
+
+    /// Which backend this engine runs.
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Reference => BackendKind::Reference,
+            Backend::Cpu(_) => BackendKind::Cpu,
+            Backend::Gpu(_) => BackendKind::Gpu,
+        }
+    }
+
+    /// The GPU adapter's name, for GPU engines.
+    pub fn adapter(&self) -> Option<String> {
+        self.stages().and_then(|s| s.adapter())
+    }
+
+    fn stages(&self) -> Option<&dyn Stages> {
+        match &self.backend {
+            Backend::Reference => None,
+            Backend::Cpu(stages) => Some(stages),
+            Backend::Gpu(stages) => Some(stages),
+        }
+    }
+
+    /// Aggregates the n gradients in `grads` with `rule`.
+    ///
+    /// ```
+    /// use byzagg::{Engine, Rule};
+    /// let grads: Vec<Vec<f32>> = vec![vec![0.0], vec![0.1], vec![0.2], vec![9.0]];
+    /// let out = Engine::cpu().aggregate(&Rule::Krum { f: 0 }, &grads)?;
+    /// assert_eq!(out.selected, vec![1]);
+    /// # Ok::<(), byzagg::Error>(())
+    /// ```
+    pub fn aggregate<G: GradientSource + ?Sized>(
+        &self,
+        rule: &Rule,
+        grads: &G,
+    ) -> Result<Aggregation> {
+        self.aggregate_with(rule, None, grads)
+    }
+
+    /// Aggregates with `rule` after the pre-aggregation step `pre`.
+    pub fn aggregate_with<G: GradientSource + ?Sized>(
+        &self,
+        rule: &Rule,
+        pre: Option<PreAggregation>,
+        grads: &G,
+    ) -> Result<Aggregation> {
+        let grads = Dyn(grads);
+        match self.stages() {
+            None => crate::cpu::reference::aggregate(rule, pre, &grads),
+            Some(stages) => crate::pipeline::aggregate(stages, rule, pre, &grads),
+        }
+    }
+
+    /// The n×n matrix of squared distances D[i][j] = Σ_c (x_i[c] − x_j[c])².
+    /// Rows and columns of non-finite workers, diagonal included, are +Inf.
+    pub fn pairwise_sq_distances<G: GradientSource + ?Sized>(
+        &self,
+        grads: &G,
+    ) -> Result<Array2<f64>> {
+        let grads = Dyn(grads);
+        validate_shape(&grads)?;
+        match self.stages() {
+            None => crate::cpu::reference::sq_distances(&grads),
+            Some(stages) => stages.sq_distances(&grads),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The four pipeline stages every fast backend implements, and the rules
+//! written once on top of them.
+//!
+//! The f64 reference in [`crate::cpu::reference`] does not use this module: it
+//! implements each rule directly from its definition, so that it can check
+//! the compositions here.
+
+use ndarray::Array2;
+
+use crate::{GradientSource, Result};
+
+/// A per-coordinate order statistic over the workers of a source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordinateStat {
+    /// The median; the mean of the two middle values for an even count.
+    Median,
+    /// The mean after dropping the `trim` largest and `trim` smallest values.
+    TrimmedMean {
+        /// Values dropped at each end.
+        trim: usize,
+    },
+    /// The mean of the `beta` values closest to the median (Bulyan's second
+    /// phase), ties by lower value.
+    MeanAroundMedian {
+        /// Number of values averaged.
+        beta: usize,
+    },
+}
+
+/// The stages of the aggregation pipeline, one implementation per backend.
+///
+/// Inputs are always finite except where a method says otherwise: the
+/// pipeline drops non-finite workers before the order statistics and the
+/// weighted sums.
+pub trait Stages: Send + Sync {
+    /// Backend name used in reports: `cpu` or `gpu`.
+    fn name(&self) -> &'static str;
+
+    /// Adapter name, for GPU backends.
+    fn adapter(&self) -> Option<String>;
+
+    /// Indices of the workers with any NaN or ±Inf coordinate, ascending.
+    fn non_finite(&self, grads: &dyn GradientSource) -> Result<Vec<usize>>;
+
+    /// The n×n matrix of squared distances, computed from differences.
+    ///
+    /// Rows and columns of non-finite workers, diagonal included, are +Inf;
+    /// the diagonal of finite workers is 0. Any worker may be non-finite here.
+    fn sq_distances(&self, grads: &dyn GradientSource) -> Result<Array2<f64>>;
+
+    /// Krum scores: for each row, the sum of its `neighbours` smallest
+    /// off-diagonal entries (+Inf entries included as +Inf).
+    fn scores(&self, sq_distances: &Array2<f64>, neighbours: usize) -> Result<Vec<f64>>;
+
+    /// Indices of the `m` lowest scores in ascending score order, ties by
+    /// lowest index.
+    fn select_lowest(&self, scores: &[f64], m: usize) -> Result<Vec<usize>> {
+        Ok(crate::cpu::select_lowest(scores, m))
+    }
+
+    /// For each row w of `weights` (outputs × n), the vector Σ_i w_i x_i.
+    fn weighted_sums(
+        &self,
+        grads: &dyn GradientSource,
+        weights: &Array2<f64>,
+    ) -> Result<Vec<Vec<f32>>>;
+
+    /// A per-coordinate order statistic over all workers of `grads`.
+    fn coordinate_stat(&self, grads: &dyn GradientSource, stat: CoordinateStat)
+        -> Result<Vec<f32>>;
+
+    /// |x_i − z|² for each worker i.
+    fn sq_distances_to(&self, grads: &dyn GradientSource, point: &[f32]) -> Result<Vec<f64>>;
+}

@@ -1,0 +1,1 @@
+//! The Byzantine SGD simulation: data, models and attacks.
