@@ -30,4 +30,4 @@ pub mod train;
 pub use engine::{Aggregation, BackendKind, Engine};
 pub use error::{Error, Result};
 pub use gradients::GradientSource;
-pub use rule::{PreAggregation, Rule};
+pub use rule::{PreAggregation, Rule, RuleParams, RULE_NAMES};

@@ -1,1 +1,37 @@
-fn main() {}
+//! The byzagg command-line tool: argument parsing and printing only.
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Byzantine-robust gradient aggregation on GPU and CPU.
+#[derive(Parser)]
+#[command(name = "byzagg", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Aggregate n gradients with a robust rule and write the result as .npy.
+    Aggregate(cli::aggregate::AggregateArgs),
+    /// Write the n×n squared-distance matrix of n gradients as float64 .npy.
+    Distances(cli::aggregate::DistancesArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Aggregate(args) => cli::aggregate::run_aggregate(args),
+        Command::Distances(args) => cli::aggregate::run_distances(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -205,3 +205,92 @@ fn invalid(rule: &'static str, name: &'static str, value: impl ToString, fix: &s
         fix: fix.to_string(),
     }
 }
+
+/// Optional parameters of the rules, with the defaults of the command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleParams {
+    /// Multi-Krum's m; `None` means n − f.
+    pub m: Option<usize>,
+    /// Geometric median smoothing ν.
+    pub nu: f64,
+    /// Geometric median iteration cap.
+    pub max_iters: usize,
+    /// Geometric median relative tolerance.
+    pub tol: f64,
+    /// Centered clipping radius τ; required by that rule.
+    pub tau: Option<f64>,
+    /// Centered clipping iterations.
+    pub iters: usize,
+    /// Centered clipping starting point; zeros if `None`.
+    pub center: Option<Vec<f32>>,
+}
+
+impl Default for RuleParams {
+    fn default() -> Self {
+        Self {
+            m: None,
+            nu: Rule::DEFAULT_NU,
+            max_iters: Rule::DEFAULT_MAX_ITERS,
+            tol: Rule::DEFAULT_TOL,
+            tau: None,
+            iters: 1,
+            center: None,
+        }
+    }
+}
+
+/// Rule names accepted by [`Rule::from_name`], as on the command line.
+pub const RULE_NAMES: &[&str] = &[
+    "mean",
+    "krum",
+    "multi-krum",
+    "median",
+    "trimmed-mean",
+    "bulyan",
+    "geometric-median",
+    "centered-clipping",
+];
+
+impl Rule {
+    /// Builds the rule called `name` (see [`RULE_NAMES`]; `average` is an alias
+    /// of `mean`) for n workers, f of them Byzantine.
+    pub fn from_name(name: &str, f: usize, n: usize, params: &RuleParams) -> Result<Rule> {
+        let rule = match name {
+            "mean" | "average" => Rule::Mean { f },
+            "krum" => Rule::Krum { f },
+            "multi-krum" => Rule::MultiKrum {
+                f,
+                m: params.m.unwrap_or(n.saturating_sub(f)),
+            },
+            "median" => Rule::Median { f },
+            "trimmed-mean" => Rule::TrimmedMean { f },
+            "bulyan" => Rule::Bulyan { f },
+            "geometric-median" => Rule::GeometricMedian {
+                f,
+                nu: params.nu,
+                max_iters: params.max_iters,
+                tol: params.tol,
+            },
+            "centered-clipping" => Rule::CenteredClipping {
+                f,
+                tau: params.tau.ok_or_else(|| Error::InvalidParameter {
+                    rule: "centered-clipping",
+                    name: "tau",
+                    value: "missing".to_string(),
+                    fix: "pass the clipping radius with --tau, for example --tau 10".to_string(),
+                })?,
+                iters: params.iters,
+                center: params.center.clone(),
+            },
+            other => {
+                return Err(Error::InvalidParameter {
+                    rule: "aggregate",
+                    name: "rule",
+                    value: other.to_string(),
+                    fix: format!("choose one of {}", RULE_NAMES.join(", ")),
+                })
+            }
+        };
+        Ok(rule)
+    }
+}

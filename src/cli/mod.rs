@@ -1,0 +1,3 @@
+//! Argument structures and printing for each subcommand.
+
+pub mod aggregate;
