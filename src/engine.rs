@@ -138,7 +138,11 @@ impl Engine {
         match GpuContext::new(&filter) {
             Ok(context) => Ok(Self::with_context(Arc::new(context))),
             Err(error) => {
-                eprintln!("byzagg: no hardware GPU adapter ({error}); using the CPU backend");
+                log::debug!("auto backend: {error}");
+                eprintln!(
+                    "byzagg: no hardware GPU adapter found, using the CPU backend \
+                     (`byzagg devices` lists adapters; --backend gpu also uses software ones)"
+                );
                 Ok(Self::cpu())
             }
         }

@@ -65,8 +65,9 @@ pub enum Error {
 
     /// More workers sent NaN or ±Inf than the rule tolerates.
     #[error(
-        "{} workers sent non-finite values (NaN or ±Inf), at indices {workers:?}, \
-         but f = {f} tolerates at most {f}; raise f or drop those workers",
+        "workers {workers:?} sent non-finite values (NaN or ±Inf), {} of them, more than \
+         f = {f} tolerates; raise f to at least {} or drop those workers",
+        workers.len(),
         workers.len()
     )]
     TooManyNonFinite {

@@ -31,3 +31,8 @@ pub use engine::{Aggregation, BackendKind, Engine};
 pub use error::{Error, Result};
 pub use gradients::GradientSource;
 pub use rule::{PreAggregation, Rule, RuleParams, RULE_NAMES};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -117,7 +117,9 @@ fn aggregate_rule(
                     let subset = Subset::new(grads, chosen.clone());
                     out.vector = stages.coordinate_stat(
                         &subset,
-                        CoordinateStat::MeanAroundMedian { beta: theta - 2 * f },
+                        CoordinateStat::MeanAroundMedian {
+                            beta: theta - 2 * f,
+                        },
                     )?;
                     out.selected = chosen;
                 }
@@ -134,15 +136,17 @@ fn aggregate_rule(
             let mut out = Aggregation::empty(non_finite);
             match rule {
                 Rule::Mean { .. } => {
-                    out.vector =
-                        single(stages.weighted_sums(&subset, &mean_weights(finite.len(), &(0..finite.len()).collect::<Vec<_>>()))?);
+                    out.vector = single(stages.weighted_sums(
+                        &subset,
+                        &mean_weights(finite.len(), &(0..finite.len()).collect::<Vec<_>>()),
+                    )?);
                 }
                 Rule::Median { .. } => {
                     out.vector = stages.coordinate_stat(&subset, CoordinateStat::Median)?;
                 }
                 Rule::TrimmedMean { f } => {
-                    out.vector =
-                        stages.coordinate_stat(&subset, CoordinateStat::TrimmedMean { trim: *f })?;
+                    out.vector = stages
+                        .coordinate_stat(&subset, CoordinateStat::TrimmedMean { trim: *f })?;
                 }
                 Rule::GeometricMedian {
                     nu, max_iters, tol, ..
@@ -183,7 +187,8 @@ fn bulyan_selection(
     let mut chosen = Vec::with_capacity(theta);
     while chosen.len() < theta {
         let r = remaining.len();
-        let sub = Array2::from_shape_fn((r, r), |(a, b)| sq_distances[[remaining[a], remaining[b]]]);
+        let sub =
+            Array2::from_shape_fn((r, r), |(a, b)| sq_distances[[remaining[a], remaining[b]]]);
         let neighbours = r.saturating_sub(f + 2).max(1).min(r - 1);
         let scores = stages.scores(&sub, neighbours)?;
         let best = stages.select_lowest(&scores, 1)?[0];
@@ -193,7 +198,10 @@ fn bulyan_selection(
 }
 
 fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
+    v.iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Smoothed Weiszfeld iterations from the mean; returns the estimate and the

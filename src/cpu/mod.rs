@@ -9,7 +9,11 @@ pub use fast::CpuStages;
 /// index. NaN scores sort after +Inf.
 pub fn select_lowest(scores: &[f64], m: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| total_key(scores[a]).total_cmp(&total_key(scores[b])).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        total_key(scores[a])
+            .total_cmp(&total_key(scores[b]))
+            .then(a.cmp(&b))
+    });
     order.truncate(m);
     order
 }

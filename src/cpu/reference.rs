@@ -51,7 +51,9 @@ fn distance_matrix(rows: &[Vec<f64>]) -> Array2<f64> {
 }
 
 fn check_non_finite(rows: &[Vec<f64>], f: usize) -> Result<Vec<usize>> {
-    let workers: Vec<usize> = (0..rows.len()).filter(|&i| !is_finite_row(&rows[i])).collect();
+    let workers: Vec<usize> = (0..rows.len())
+        .filter(|&i| !is_finite_row(&rows[i]))
+        .collect();
     if workers.len() > f {
         return Err(Error::TooManyNonFinite { workers, f });
     }
@@ -69,7 +71,10 @@ fn mean_f64(rows: &[Vec<f64>], indices: &[usize], d: usize) -> Vec<f64> {
 }
 
 fn mean_of(rows: &[Vec<f64>], indices: &[usize], d: usize) -> Vec<f32> {
-    mean_f64(rows, indices, d).iter().map(|&v| v as f32).collect()
+    mean_f64(rows, indices, d)
+        .iter()
+        .map(|&v| v as f32)
+        .collect()
 }
 
 /// Aggregates with `rule`, after the optional pre-aggregation step.

@@ -22,7 +22,9 @@ impl AdapterFilter {
     /// adapters allowed.
     pub fn from_env() -> Self {
         Self {
-            name: std::env::var("BYZAGG_ADAPTER").ok().filter(|s| !s.is_empty()),
+            name: std::env::var("BYZAGG_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
             allow_software: true,
         }
     }

@@ -1,0 +1,102 @@
+//! Options shared by the subcommands that read gradients.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use byzagg::gpu::AdapterFilter;
+use byzagg::Engine;
+use clap::{Args, ValueEnum};
+
+/// Which backend computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// A hardware GPU if one exists, else the fast CPU path.
+    Auto,
+    /// The fast multithreaded CPU path.
+    Cpu,
+    /// A GPU adapter, software adapters such as lavapipe included.
+    Gpu,
+    /// The slow f64 reference (the test oracle).
+    Reference,
+}
+
+/// Where the gradients come from and what computes on them.
+#[derive(Args)]
+pub struct InputArgs {
+    /// Gradients: one (n, d) .npy file, or one 1-D .npy file per worker, or
+    /// directories of them (sorted by file name). float32 or float64.
+    #[arg(long, short, num_args = 1.., required = true, value_name = "PATH")]
+    pub input: Vec<PathBuf>,
+
+    /// Backend that computes the aggregate.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+
+    /// GPU adapter to use: a case-insensitive part of its name or backend
+    /// (vulkan, gl, metal, dx12); also read from BYZAGG_ADAPTER.
+    #[arg(long, value_name = "NAME")]
+    pub adapter: Option<String>,
+}
+
+impl InputArgs {
+    /// Builds the engine that the options ask for.
+    pub fn engine(&self) -> anyhow::Result<Engine> {
+        if let Some(name) = &self.adapter {
+            std::env::set_var("BYZAGG_ADAPTER", name);
+        }
+        let engine = match self.backend {
+            BackendArg::Auto => Engine::auto()?,
+            BackendArg::Cpu => Engine::cpu(),
+            BackendArg::Reference => Engine::reference(),
+            BackendArg::Gpu => Engine::gpu_with_filter(&AdapterFilter::from_env())?,
+        };
+        Ok(engine)
+    }
+
+    /// Fails if `output` is one of the input files, which writing would destroy.
+    pub fn check_not_input(&self, output: &Path) -> anyhow::Result<()> {
+        let Ok(output) = output.canonicalize() else {
+            return Ok(());
+        };
+        for input in &self.input {
+            if input.canonicalize().is_ok_and(|i| i == output) {
+                anyhow::bail!(
+                    "the output {} is also an input; choose another output path",
+                    output.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes files that a failed run must not leave behind, so that an old
+/// result is never mistaken for this run's.
+pub fn remove_stale(paths: &[&Path]) {
+    for path in paths {
+        if path.is_file() {
+            if let Err(error) = std::fs::remove_file(path) {
+                log::warn!("failed to remove stale output {}: {error}", path.display());
+            }
+        }
+    }
+}
+
+/// Reads a 1-D float .npy file as a float32 vector.
+pub fn read_vector(path: &Path) -> anyhow::Result<Vec<f32>> {
+    use byzagg::GradientSource;
+    let file = byzagg::io::NpyFile::open(path)?;
+    if file.shape().len() != 1 {
+        anyhow::bail!(
+            "{}: has shape {:?}; pass a 1-D array",
+            path.display(),
+            file.shape()
+        );
+    }
+    let vector = byzagg::io::NpyGradients::Workers(vec![file]);
+    let mut out = vec![0f32; vector.len_of(0)];
+    vector
+        .read_into(0, 0, &mut out)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(out)
+}
