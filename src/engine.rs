@@ -72,6 +72,7 @@ enum Backend {
 /// engine keeps its device, pipelines and buffers across calls.
 pub struct Engine {
     backend: Backend,
+    cpu_fallback: bool,
 }
 
 /// Lets a generic, possibly unsized source be passed on as a trait object.
@@ -100,6 +101,7 @@ impl Engine {
     pub fn reference() -> Self {
         Self {
             backend: Backend::Reference,
+            cpu_fallback: false,
         }
     }
 
@@ -107,6 +109,7 @@ impl Engine {
     pub fn cpu() -> Self {
         Self {
             backend: Backend::Cpu(CpuStages::new()),
+            cpu_fallback: false,
         }
     }
 
@@ -126,6 +129,7 @@ impl Engine {
     pub fn with_context(context: Arc<GpuContext>) -> Self {
         Self {
             backend: Backend::Gpu(GpuStages::new(context)),
+            cpu_fallback: false,
         }
     }
 
@@ -136,7 +140,7 @@ impl Engine {
         let mut filter = AdapterFilter::from_env();
         filter.allow_software = filter.name.is_some();
         match GpuContext::new(&filter) {
-            Ok(context) => Ok(Self::with_context(Arc::new(context))),
+            Ok(context) => Ok(Self::with_context(Arc::new(context)).with_cpu_fallback(true)),
             Err(error) => {
                 log::debug!("auto backend: {error}");
                 eprintln!(
@@ -145,6 +149,29 @@ impl Engine {
                 );
                 Ok(Self::cpu())
             }
+        }
+    }
+
+    /// Makes a GPU engine rerun a call on the CPU, with a warning, when the
+    /// device fails during it (device lost, allocation failure, driver
+    /// error). [`Engine::auto`] turns this on.
+    pub fn with_cpu_fallback(mut self, enabled: bool) -> Self {
+        self.cpu_fallback = enabled;
+        self
+    }
+
+    /// Runs `call` on this engine's stages, and again on the CPU when the GPU
+    /// fails and the fallback is on.
+    fn run<T>(&self, call: impl Fn(&dyn Stages) -> Result<T>) -> Option<Result<T>> {
+        let stages = self.stages()?;
+        let result = call(stages);
+        match result {
+            Err(error) if self.cpu_fallback && error.is_device_fault() => {
+                log::warn!("the GPU failed ({error}); computing this call on the CPU instead");
+                eprintln!("byzagg: warning: the GPU failed ({error}); using the CPU for this call");
+                Some(call(&CpuStages::new()))
+            }
+            other => Some(other),
         }
     }
 
@@ -195,9 +222,9 @@ impl Engine {
         grads: &G,
     ) -> Result<Aggregation> {
         let grads = Dyn(grads);
-        match self.stages() {
+        match self.run(|stages| crate::pipeline::aggregate(stages, rule, pre, &grads)) {
             None => crate::cpu::reference::aggregate(rule, pre, &grads),
-            Some(stages) => crate::pipeline::aggregate(stages, rule, pre, &grads),
+            Some(result) => result,
         }
     }
 
@@ -209,9 +236,9 @@ impl Engine {
     ) -> Result<Array2<f64>> {
         let grads = Dyn(grads);
         validate_shape(&grads)?;
-        match self.stages() {
+        match self.run(|stages| stages.sq_distances(&grads)) {
             None => crate::cpu::reference::sq_distances(&grads),
-            Some(stages) => stages.sq_distances(&grads),
+            Some(result) => result,
         }
     }
 }

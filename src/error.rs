@@ -159,3 +159,18 @@ pub enum Error {
         budget: u64,
     },
 }
+
+impl Error {
+    /// Whether the error comes from the GPU device or driver rather than from
+    /// the input, so that the same call may succeed on the CPU.
+    pub fn is_device_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::RequestDevice { .. }
+                | Error::BufferAllocation { .. }
+                | Error::DeviceLost { .. }
+                | Error::ShaderCompilation { .. }
+                | Error::Gpu { .. }
+        )
+    }
+}
