@@ -24,6 +24,7 @@ pub mod gradients;
 pub mod io;
 mod pipeline;
 mod rule;
+pub mod selftest;
 pub mod stages;
 pub mod train;
 
