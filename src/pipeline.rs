@@ -2,7 +2,7 @@
 
 use ndarray::Array2;
 
-use crate::cpu::reference::check_chosen_finite;
+use crate::cpu::reference::m_exceeds_finite;
 use crate::gradients::{validate_shape, Subset};
 use crate::stages::{CoordinateStat, Stages};
 use crate::{Aggregation, Error, GradientSource, PreAggregation, Result, Rule};
@@ -86,99 +86,142 @@ fn aggregate_rule(
     rule: &Rule,
     grads: &dyn GradientSource,
 ) -> Result<Aggregation> {
-    let (n, d) = validate_shape(grads)?;
-    let f = rule.f();
     match rule {
-        Rule::Krum { .. } | Rule::MultiKrum { .. } | Rule::Bulyan { .. } => {
-            let sq_distances = stages.sq_distances(grads)?;
-            let non_finite = check_budget(non_finite_from_diagonal(&sq_distances), f)?;
-            let mut out = Aggregation::empty(non_finite);
-            match rule {
-                Rule::Krum { .. } => {
-                    let scores = stages.scores(&sq_distances, n - f - 2)?;
-                    let best = stages.select_lowest(&scores, 1)?[0];
-                    let mut vector = vec![0f32; d];
-                    grads.read_into(best, 0, &mut vector)?;
-                    out.vector = vector;
-                    out.selected = vec![best];
-                    out.scores = Some(scores);
-                }
-                Rule::MultiKrum { m, .. } => {
-                    let scores = stages.scores(&sq_distances, n - f - 2)?;
-                    let chosen = stages.select_lowest(&scores, *m)?;
-                    check_chosen_finite(rule, *m, &chosen, &out.non_finite, n)?;
-                    out.vector = single(stages.weighted_sums(grads, &mean_weights(n, &chosen))?);
-                    out.selected = chosen;
-                    out.scores = Some(scores);
-                }
-                _ => {
-                    let chosen = bulyan_selection(stages, &sq_distances, f)?;
-                    let theta = chosen.len();
-                    let subset = Subset::new(grads, chosen.clone());
-                    out.vector = stages.coordinate_stat(
-                        &subset,
-                        CoordinateStat::MeanAroundMedian {
-                            beta: theta - 2 * f,
-                        },
-                    )?;
-                    out.selected = chosen;
-                }
-            }
+        Rule::Krum { f } => {
+            let (sq_distances, mut out) = distances_within_budget(stages, grads, *f)?;
+            let n = sq_distances.nrows();
+            let scores = stages.scores(&sq_distances, n - f - 2)?;
+            // At least n − f ≥ f + 3 workers are finite, so a choice exists.
+            let chosen = lowest_finite(stages, rule, &scores, &out.non_finite, 1)?;
+            let mut vector = vec![0f32; grads.len_of(0)];
+            grads.read_into(chosen[0], 0, &mut vector)?;
+            out.vector = vector;
+            out.selected = chosen;
+            out.scores = Some(scores);
             Ok(out)
         }
-        _ => {
-            let non_finite = check_budget(stages.non_finite(grads)?, f)?;
-            let finite: Vec<usize> = (0..n).filter(|i| !non_finite.contains(i)).collect();
-            // The rule runs on the finite workers alone, so it must still
-            // meet its requirement on n after they are dropped.
-            rule.validate(finite.len(), d)?;
-            let subset = Subset::new(grads, finite.clone());
-            let mut out = Aggregation::empty(non_finite);
-            match rule {
-                Rule::Mean { .. } => {
-                    out.vector = single(stages.weighted_sums(
-                        &subset,
-                        &mean_weights(finite.len(), &(0..finite.len()).collect::<Vec<_>>()),
-                    )?);
-                }
-                Rule::Median { .. } => {
-                    out.vector = stages.coordinate_stat(&subset, CoordinateStat::Median)?;
-                }
-                Rule::TrimmedMean { f } => {
-                    out.vector = stages
-                        .coordinate_stat(&subset, CoordinateStat::TrimmedMean { trim: *f })?;
-                }
-                Rule::GeometricMedian {
-                    nu, max_iters, tol, ..
-                } => {
-                    let (vector, iterations) =
-                        geometric_median(stages, &subset, *nu, *max_iters, *tol)?;
-                    out.vector = vector;
-                    out.iterations = Some(iterations);
-                }
-                Rule::CenteredClipping {
-                    tau, iters, center, ..
-                } => {
-                    let start = center.clone().unwrap_or_else(|| vec![0f32; d]);
-                    out.vector = centered_clipping(stages, &subset, start, *tau, *iters)?;
-                    out.iterations = Some(*iters);
-                }
-                _ => unreachable!("distance-based rules are handled above"),
-            }
+        Rule::MultiKrum { f, m } => {
+            let (sq_distances, mut out) = distances_within_budget(stages, grads, *f)?;
+            let n = sq_distances.nrows();
+            let scores = stages.scores(&sq_distances, n - f - 2)?;
+            let chosen = lowest_finite(stages, rule, &scores, &out.non_finite, *m)?;
+            out.vector = single(stages.weighted_sums(grads, &mean_weights(n, &chosen))?);
+            out.selected = chosen;
+            out.scores = Some(scores);
+            Ok(out)
+        }
+        Rule::Bulyan { f } => {
+            let (sq_distances, mut out) = distances_within_budget(stages, grads, *f)?;
+            let chosen = bulyan_selection(stages, rule, &sq_distances, &out.non_finite, *f)?;
+            let beta = chosen.len() - 2 * f;
+            let subset = Subset::new(grads, chosen.clone());
+            out.vector =
+                stages.coordinate_stat(&subset, CoordinateStat::MeanAroundMedian { beta })?;
+            out.selected = chosen;
+            Ok(out)
+        }
+        Rule::Mean { .. } => {
+            let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
+            let all: Vec<usize> = (0..finite.workers()).collect();
+            out.vector = single(stages.weighted_sums(&finite, &mean_weights(all.len(), &all))?);
+            Ok(out)
+        }
+        Rule::Median { .. } => {
+            let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
+            out.vector = stages.coordinate_stat(&finite, CoordinateStat::Median)?;
+            Ok(out)
+        }
+        Rule::TrimmedMean { f } => {
+            let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
+            out.vector =
+                stages.coordinate_stat(&finite, CoordinateStat::TrimmedMean { trim: *f })?;
+            Ok(out)
+        }
+        Rule::GeometricMedian {
+            nu, max_iters, tol, ..
+        } => {
+            let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
+            let (vector, iterations) = geometric_median(stages, &finite, *nu, *max_iters, *tol)?;
+            out.vector = vector;
+            out.iterations = Some(iterations);
+            Ok(out)
+        }
+        Rule::CenteredClipping {
+            tau, iters, center, ..
+        } => {
+            let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
+            let d = finite.len_of(0);
+            let start = center.clone().unwrap_or_else(|| vec![0f32; d]);
+            out.vector = centered_clipping(stages, &finite, start, *tau, *iters)?;
+            out.iterations = Some(*iters);
             Ok(out)
         }
     }
 }
 
-/// Bulyan's first phase: θ = n − 2f workers, each round a Krum over the
-/// workers not chosen yet, with the same f.
+/// The squared-distance matrix for the Krum family, which keeps non-finite
+/// workers at +Inf distance; errors if more than `f` are non-finite.
+fn distances_within_budget(
+    stages: &dyn Stages,
+    grads: &dyn GradientSource,
+    f: usize,
+) -> Result<(Array2<f64>, Aggregation)> {
+    let sq_distances = stages.sq_distances(grads)?;
+    let non_finite = check_budget(non_finite_from_diagonal(&sq_distances), f)?;
+    Ok((sq_distances, Aggregation::empty(non_finite)))
+}
+
+/// The finite workers of `grads`, for the rules that drop the non-finite
+/// ones; errors if more than f are non-finite or if the rest no longer meet
+/// the rule's requirement on n.
+fn drop_non_finite<'a>(
+    stages: &dyn Stages,
+    rule: &Rule,
+    grads: &'a dyn GradientSource,
+) -> Result<(Subset<'a, dyn GradientSource + 'a>, Aggregation)> {
+    let (n, d) = validate_shape(grads)?;
+    let non_finite = check_budget(stages.non_finite(grads)?, rule.f())?;
+    let finite: Vec<usize> = (0..n).filter(|i| !non_finite.contains(i)).collect();
+    rule.validate(finite.len(), d)?;
+    Ok((Subset::new(grads, finite), Aggregation::empty(non_finite)))
+}
+
+/// The `m` finite workers with the lowest scores, ties by lowest index.
 ///
-/// NOTE: the last rounds have fewer than 2f + 3 workers left, so the number of
-/// neighbours r − f − 2 is clamped to at least 1 (a round with one worker
-/// left chooses it).
+/// A finite worker whose distances overflow has a +Inf score like the
+/// non-finite ones, so the non-finite workers are filtered out by index rather
+/// than left to the tie rule. Fewer than `m` finite workers is the error that
+/// asks for a smaller m.
+fn lowest_finite(
+    stages: &dyn Stages,
+    rule: &Rule,
+    scores: &[f64],
+    non_finite: &[usize],
+    m: usize,
+) -> Result<Vec<usize>> {
+    let chosen: Vec<usize> = stages
+        .select_lowest(scores, scores.len())?
+        .into_iter()
+        .filter(|i| !non_finite.contains(i))
+        .take(m)
+        .collect();
+    if chosen.len() < m {
+        return Err(m_exceeds_finite(rule, m, non_finite, scores.len()));
+    }
+    Ok(chosen)
+}
+
+/// Bulyan's first phase: θ = n − 2f workers in the order chosen, each round
+/// a full Krum with the same f over the workers not chosen yet.
+///
+/// NOTE: a round with r < f + 3 workers left (only for f ≤ 1) has fewer than
+/// 1 neighbour by the Krum formula r − f − 2, so the number of neighbours is
+/// clamped to at least 1, and to r − 1 when only one worker is left.
 fn bulyan_selection(
     stages: &dyn Stages,
+    rule: &Rule,
     sq_distances: &Array2<f64>,
+    non_finite: &[usize],
     f: usize,
 ) -> Result<Vec<usize>> {
     let n = sq_distances.nrows();
@@ -191,8 +234,13 @@ fn bulyan_selection(
             Array2::from_shape_fn((r, r), |(a, b)| sq_distances[[remaining[a], remaining[b]]]);
         let neighbours = r.saturating_sub(f + 2).max(1).min(r - 1);
         let scores = stages.scores(&sub, neighbours)?;
-        let best = stages.select_lowest(&scores, 1)?[0];
-        chosen.push(remaining.remove(best));
+        // Positions in `remaining`, whose order is ascending worker index, so
+        // ties still go to the lowest worker index.
+        let non_finite_here: Vec<usize> = (0..r)
+            .filter(|&a| non_finite.contains(&remaining[a]))
+            .collect();
+        let best = lowest_finite(stages, rule, &scores, &non_finite_here, 1)?;
+        chosen.push(remaining.remove(best[0]));
     }
     Ok(chosen)
 }

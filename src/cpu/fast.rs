@@ -198,13 +198,13 @@ pub(crate) fn order_stat(values: &mut [f32], stat: CoordinateStat) -> f32 {
     values.sort_by(f32::total_cmp);
     let n = values.len();
     match stat {
-        CoordinateStat::Median => median_of_sorted(values),
+        CoordinateStat::Median => median_of_sorted(values) as f32,
         CoordinateStat::TrimmedMean { trim } => {
             let kept = &values[trim..n - trim];
             (kept.iter().map(|&v| v as f64).sum::<f64>() / kept.len() as f64) as f32
         }
         CoordinateStat::MeanAroundMedian { beta } => {
-            let median = median_of_sorted(values) as f64;
+            let median = median_of_sorted(values);
             let mut by_closeness: Vec<f32> = values.to_vec();
             by_closeness.sort_by(|a, b| {
                 let da = (*a as f64 - median).abs();
@@ -217,11 +217,13 @@ pub(crate) fn order_stat(values: &mut [f32], stat: CoordinateStat) -> f32 {
     }
 }
 
-fn median_of_sorted(values: &[f32]) -> f32 {
+/// The median in f64, which holds the mean of two f32 values exactly, so
+/// that Bulyan's distances to it are not moved by rounding the median to f32.
+fn median_of_sorted(values: &[f32]) -> f64 {
     let n = values.len();
     if n % 2 == 1 {
-        values[n / 2]
+        values[n / 2] as f64
     } else {
-        ((values[n / 2 - 1] as f64 + values[n / 2] as f64) / 2.0) as f32
+        (values[n / 2 - 1] as f64 + values[n / 2] as f64) / 2.0
     }
 }
