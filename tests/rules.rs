@@ -532,6 +532,18 @@ fn krum_never_selects_non_finite_on_overflow() {
 }
 
 #[test]
+fn nnm_never_mixes_non_finite_on_overflow() {
+    // As above, every distance of a finite worker may be +Inf, like its
+    // distance to the NaN worker; the mixing must still leave that worker out.
+    let grads = column(&[f32::NAN, 1e20, -1e20, 2e20, 3e20]);
+    let out = Engine::cpu()
+        .aggregate_with(&Rule::Median { f: 1 }, Some(PreAggregation::Nnm), &grads)
+        .unwrap();
+    assert_eq!(out.non_finite, vec![0], "non-finite workers after mixing");
+    assert!(out.vector[0].is_finite(), "median output {:?}", out.vector);
+}
+
+#[test]
 fn median_drops_nan_worker() {
     let grads = vec![
         vec![1.0, 10.0],
