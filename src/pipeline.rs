@@ -187,8 +187,8 @@ fn drop_non_finite<'a>(
 ) -> Result<(Subset<'a, dyn GradientSource + 'a>, Aggregation)> {
     let (n, d) = validate_shape(grads)?;
     let non_finite = check_budget(stages.non_finite(grads)?, rule.f())?;
+    rule.validate_finite(n, &non_finite, d)?;
     let finite: Vec<usize> = (0..n).filter(|i| !non_finite.contains(i)).collect();
-    rule.validate(finite.len(), d)?;
     Ok((Subset::new(grads, finite), Aggregation::empty(non_finite)))
 }
 

@@ -153,21 +153,45 @@ impl Rule {
                 value: m.to_string(),
                 fix: format!("choose m in 1..={n}, the number of workers"),
             }),
-            Rule::GeometricMedian { nu, max_iters, tol, .. } => {
+            Rule::GeometricMedian {
+                nu, max_iters, tol, ..
+            } => {
                 if !(nu.is_finite() && *nu > 0.0) {
-                    return Err(invalid(rule, "nu", nu, "choose a finite nu > 0, for example 1e-6"));
+                    return Err(invalid(
+                        rule,
+                        "nu",
+                        nu,
+                        "choose a finite nu > 0, for example 1e-6",
+                    ));
                 }
                 if *max_iters == 0 {
-                    return Err(invalid(rule, "max-iters", max_iters, "choose at least 1 iteration"));
+                    return Err(invalid(
+                        rule,
+                        "max-iters",
+                        max_iters,
+                        "choose at least 1 iteration",
+                    ));
                 }
                 if !(tol.is_finite() && *tol >= 0.0) {
-                    return Err(invalid(rule, "tol", tol, "choose a finite tol ≥ 0, for example 1e-6"));
+                    return Err(invalid(
+                        rule,
+                        "tol",
+                        tol,
+                        "choose a finite tol ≥ 0, for example 1e-6",
+                    ));
                 }
                 Ok(())
             }
-            Rule::CenteredClipping { tau, iters, center, .. } => {
+            Rule::CenteredClipping {
+                tau, iters, center, ..
+            } => {
                 if !(tau.is_finite() && *tau > 0.0) {
-                    return Err(invalid(rule, "tau", tau, "choose a finite clipping radius tau > 0"));
+                    return Err(invalid(
+                        rule,
+                        "tau",
+                        tau,
+                        "choose a finite clipping radius tau > 0",
+                    ));
                 }
                 if *iters == 0 {
                     return Err(invalid(rule, "iters", iters, "choose at least 1 iteration"));
@@ -194,6 +218,32 @@ impl Rule {
             }
             _ => Ok(()),
         }
+    }
+}
+
+impl Rule {
+    /// Checks the rule's requirement on n against the workers left once
+    /// `non_finite` (of n) are dropped, for the rules that drop them.
+    pub(crate) fn validate_finite(&self, n: usize, non_finite: &[usize], d: usize) -> Result<()> {
+        let finite = n - non_finite.len();
+        self.validate(finite, d).map_err(|error| match error {
+            Error::TooFewWorkers {
+                rule,
+                requirement,
+                f,
+                min_n,
+                ..
+            } => Error::TooFewFiniteWorkers {
+                rule,
+                requirement,
+                n,
+                finite,
+                non_finite: non_finite.to_vec(),
+                f,
+                min_n,
+            },
+            other => other,
+        })
     }
 }
 

@@ -639,8 +639,45 @@ fn trimmed_mean_rejects_small_n() {
 fn trimmed_mean_rejects_small_n_after_dropping() {
     // Three workers meet n > 2f for f = 1, but the NaN worker is dropped and
     // the two left do not.
+    let rule = Rule::TrimmedMean { f: 1 };
     let grads = column(&[1.0, f32::NAN, 3.0]);
-    assert_too_few_workers(&Rule::TrimmedMean { f: 1 }, &grads, 2, "n > 2f");
+    for engine in [Engine::reference(), Engine::cpu()] {
+        let label = format!("trimmed-mean on {}", engine.kind().name());
+        let result = engine.aggregate(&rule, &grads);
+        let Err(error) = result else {
+            panic!("{label}: expected TooFewFiniteWorkers, got {result:?}");
+        };
+        let message = error.to_string();
+        let Error::TooFewFiniteWorkers {
+            rule: name,
+            requirement,
+            n,
+            finite,
+            non_finite,
+            f,
+            min_n,
+        } = error
+        else {
+            panic!("{label}: expected TooFewFiniteWorkers, got {error:?}");
+        };
+        assert_eq!(name, "trimmed-mean", "{label}: rule in the error");
+        assert_eq!(requirement, "n > 2f", "{label}: requirement in the error");
+        assert_eq!(n, 3, "{label}: n in the error");
+        assert_eq!(finite, 2, "{label}: finite workers in the error");
+        assert_eq!(
+            non_finite,
+            vec![1],
+            "{label}: non-finite workers in the error"
+        );
+        assert_eq!(f, 1, "{label}: f in the error");
+        assert_eq!(min_n, 3, "{label}: smallest n in the error");
+        for part in ["trimmed-mean", "n > 2f", "2 of n = 3", "[1]", "f = 1"] {
+            assert!(
+                message.contains(part),
+                "{label}: {part:?} missing from {message:?}"
+            );
+        }
+    }
 }
 
 #[test]
