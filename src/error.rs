@@ -50,6 +50,30 @@ pub enum Error {
         min_n: usize,
     },
 
+    /// The rule's requirement on n fails once the non-finite workers are
+    /// dropped, for the rules that drop them.
+    #[error(
+        "{rule} requires {requirement} on the finite workers, but only {finite} of n = {n} \
+         are finite (workers {non_finite:?} are not) and f = {f}; \
+         pass at least {min_n} finite workers or lower f"
+    )]
+    TooFewFiniteWorkers {
+        /// Rule name as used on the command line.
+        rule: &'static str,
+        /// The requirement in words, for example `n > 2f`.
+        requirement: &'static str,
+        /// Number of workers given, finite or not.
+        n: usize,
+        /// Number of finite workers.
+        finite: usize,
+        /// 0-based indices of the non-finite workers.
+        non_finite: Vec<usize>,
+        /// Number of Byzantine workers tolerated.
+        f: usize,
+        /// The smallest number of finite workers that meets the requirement.
+        min_n: usize,
+    },
+
     /// A rule parameter is outside its valid range.
     #[error("invalid {name} = {value} for {rule}: {fix}")]
     InvalidParameter {

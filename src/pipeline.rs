@@ -70,7 +70,13 @@ fn nearest_neighbour_mixing(
     let mut weights = Array2::zeros((n, n));
     for i in (0..n).filter(|i| !non_finite.contains(i)) {
         let row: Vec<f64> = sq_distances.row(i).to_vec();
-        for j in crate::cpu::select_lowest(&row, n - f) {
+        // Non-finite workers are skipped by index, not only by their +Inf
+        // distance, which a finite worker's overflowing distance can equal.
+        let nearest = crate::cpu::select_lowest(&row, n)
+            .into_iter()
+            .filter(|j| !non_finite.contains(j))
+            .take(n - f);
+        for j in nearest {
             weights[[i, j]] = 1.0 / (n - f) as f64;
         }
     }
@@ -181,8 +187,8 @@ fn drop_non_finite<'a>(
 ) -> Result<(Subset<'a, dyn GradientSource + 'a>, Aggregation)> {
     let (n, d) = validate_shape(grads)?;
     let non_finite = check_budget(stages.non_finite(grads)?, rule.f())?;
+    rule.validate_finite(n, &non_finite, d)?;
     let finite: Vec<usize> = (0..n).filter(|i| !non_finite.contains(i)).collect();
-    rule.validate(finite.len(), d)?;
     Ok((Subset::new(grads, finite), Aggregation::empty(non_finite)))
 }
 
@@ -234,8 +240,9 @@ fn bulyan_selection(
             Array2::from_shape_fn((r, r), |(a, b)| sq_distances[[remaining[a], remaining[b]]]);
         let neighbours = r.saturating_sub(f + 2).max(1).min(r - 1);
         let scores = stages.scores(&sub, neighbours)?;
-        // Positions in `remaining`, whose order is ascending worker index, so
-        // ties still go to the lowest worker index.
+        // Every round has at least r − f ≥ f + 1 finite workers left, so a
+        // choice exists. `remaining` stays in ascending worker order, so the
+        // lowest position is also the lowest worker index on ties.
         let non_finite_here: Vec<usize> = (0..r)
             .filter(|&a| non_finite.contains(&remaining[a]))
             .collect();

@@ -221,6 +221,32 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// Checks the rule's requirement on n against the workers left once
+    /// `non_finite` (of n) are dropped, for the rules that drop them.
+    pub(crate) fn validate_finite(&self, n: usize, non_finite: &[usize], d: usize) -> Result<()> {
+        let finite = n - non_finite.len();
+        self.validate(finite, d).map_err(|error| match error {
+            Error::TooFewWorkers {
+                rule,
+                requirement,
+                f,
+                min_n,
+                ..
+            } => Error::TooFewFiniteWorkers {
+                rule,
+                requirement,
+                n,
+                finite,
+                non_finite: non_finite.to_vec(),
+                f,
+                min_n,
+            },
+            other => other,
+        })
+    }
+}
+
 fn invalid(rule: &'static str, name: &'static str, value: impl ToString, fix: &str) -> Error {
     Error::InvalidParameter {
         rule,

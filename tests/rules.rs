@@ -532,6 +532,18 @@ fn krum_never_selects_non_finite_on_overflow() {
 }
 
 #[test]
+fn nnm_never_mixes_non_finite_on_overflow() {
+    // As above, every distance of a finite worker may be +Inf, like its
+    // distance to the NaN worker; the mixing must still leave that worker out.
+    let grads = column(&[f32::NAN, 1e20, -1e20, 2e20, 3e20]);
+    let out = Engine::cpu()
+        .aggregate_with(&Rule::Median { f: 1 }, Some(PreAggregation::Nnm), &grads)
+        .unwrap();
+    assert_eq!(out.non_finite, vec![0], "non-finite workers after mixing");
+    assert!(out.vector[0].is_finite(), "median output {:?}", out.vector);
+}
+
+#[test]
 fn median_drops_nan_worker() {
     let grads = vec![
         vec![1.0, 10.0],
@@ -627,8 +639,45 @@ fn trimmed_mean_rejects_small_n() {
 fn trimmed_mean_rejects_small_n_after_dropping() {
     // Three workers meet n > 2f for f = 1, but the NaN worker is dropped and
     // the two left do not.
+    let rule = Rule::TrimmedMean { f: 1 };
     let grads = column(&[1.0, f32::NAN, 3.0]);
-    assert_too_few_workers(&Rule::TrimmedMean { f: 1 }, &grads, 2, "n > 2f");
+    for engine in [Engine::reference(), Engine::cpu()] {
+        let label = format!("trimmed-mean on {}", engine.kind().name());
+        let result = engine.aggregate(&rule, &grads);
+        let Err(error) = result else {
+            panic!("{label}: expected TooFewFiniteWorkers, got {result:?}");
+        };
+        let message = error.to_string();
+        let Error::TooFewFiniteWorkers {
+            rule: name,
+            requirement,
+            n,
+            finite,
+            non_finite,
+            f,
+            min_n,
+        } = error
+        else {
+            panic!("{label}: expected TooFewFiniteWorkers, got {error:?}");
+        };
+        assert_eq!(name, "trimmed-mean", "{label}: rule in the error");
+        assert_eq!(requirement, "n > 2f", "{label}: requirement in the error");
+        assert_eq!(n, 3, "{label}: n in the error");
+        assert_eq!(finite, 2, "{label}: finite workers in the error");
+        assert_eq!(
+            non_finite,
+            vec![1],
+            "{label}: non-finite workers in the error"
+        );
+        assert_eq!(f, 1, "{label}: f in the error");
+        assert_eq!(min_n, 3, "{label}: smallest n in the error");
+        for part in ["trimmed-mean", "n > 2f", "2 of n = 3", "[1]", "f = 1"] {
+            assert!(
+                message.contains(part),
+                "{label}: {part:?} missing from {message:?}"
+            );
+        }
+    }
 }
 
 #[test]

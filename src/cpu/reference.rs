@@ -157,9 +157,8 @@ fn to_f32(v: &[f64]) -> Vec<f32> {
 /// The workers left once the non-finite ones are dropped, checked against the
 /// rule's requirement on n.
 fn finite_workers(rule: &Rule, non_finite: &[usize], n: usize, d: usize) -> Result<Vec<usize>> {
-    let finite: Vec<usize> = (0..n).filter(|i| !non_finite.contains(i)).collect();
-    rule.validate(finite.len(), d)?;
-    Ok(finite)
+    rule.validate_finite(n, non_finite, d)?;
+    Ok((0..n).filter(|i| !non_finite.contains(i)).collect())
 }
 
 /// The error for a Multi-Krum m that would average a non-finite worker: m
