@@ -19,8 +19,9 @@ pub struct Aggregation {
     /// in ascending score order, Bulyan's θ in the order chosen. Empty for
     /// rules that select no worker.
     pub selected: Vec<usize>,
-    /// Krum scores of all n workers (+Inf for non-finite workers), for the
-    /// Krum family.
+    /// Krum scores of all n workers (+Inf for non-finite workers), for Krum
+    /// and Multi-Krum. Bulyan reports none, since each of its rounds scores
+    /// a different set.
     pub scores: Option<Vec<f64>>,
     /// Workers that sent NaN or ±Inf, ascending.
     pub non_finite: Vec<usize>,
