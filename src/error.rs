@@ -152,7 +152,7 @@ pub enum Error {
     DataNotFound {
         /// The missing file or folder.
         path: PathBuf,
-        /// Where to get the data or how to point byzagg at it.
+        /// The fix: where to get the data or which option points at it.
         fix: String,
     },
 
@@ -163,7 +163,7 @@ pub enum Error {
         name: &'static str,
         /// The rejected value, as text.
         value: String,
-        /// What a valid value looks like.
+        /// The fix: the valid range or an example value.
         fix: String,
     },
 

@@ -20,7 +20,7 @@ enum Command {
     Distances(cli::aggregate::DistancesArgs),
     /// Train a classifier by distributed SGD with Byzantine workers and plot
     /// test accuracy per rule and attack.
-    Train(cli::train::TrainArgs),
+    Train(Box<cli::train::TrainArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Aggregate(args) => cli::aggregate::run_aggregate(args),
         Command::Distances(args) => cli::aggregate::run_distances(args),
-        Command::Train(args) => cli::train::run_train(args),
+        Command::Train(args) => cli::train::run_train(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -95,7 +95,7 @@ fn inverse_normal_cdf_known_values() {
         (0.5, 0.0),
         (0.975, 1.959_963_984_540_054),
         (0.01, -2.326_347_874_040_841),
-        (0.84134474606854293, 1.0),
+        (0.841_344_746_068_542_9, 1.0),
     ] {
         let got = inverse_normal_cdf(p);
         assert!(
@@ -211,7 +211,7 @@ fn idx_bytes(magic: u32, dims: &[u32], values: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// A folder with three 2×2 images and their labels, uncompressed.
+/// Writes three 2×2 images and `labels`, uncompressed, into `dir`.
 fn write_tiny_mnist(dir: &Path, labels: &[u8]) {
     let pixels: Vec<u8> = (0..12).map(|i| (i * 20) as u8).collect();
     std::fs::write(
@@ -294,7 +294,8 @@ fn mnist_missing_files_are_named() {
     );
 }
 
-/// A short digits run: n = 10, f = 3, logistic regression.
+/// Returns the settings of a short digits run: n = 10, f = 3, logistic
+/// regression.
 fn short_config(rules: &[&str], attacks: &[&str], steps: usize) -> TrainConfig {
     TrainConfig {
         model: ModelKind::LogReg,

@@ -89,8 +89,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
 
-    /// How the training set is divided among workers: iid, or by-label
-    /// (sorted by class, non-iid).
+    /// Division of the training set among workers: iid, or by-label (sorted
+    /// by class, non-iid).
     #[arg(long, default_value = "iid", value_parser = ["iid", "by-label"])]
     split: String,
 
@@ -174,9 +174,9 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     let data = args.dataset()?;
     let experiment = Experiment::new(config, &data)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create the output folder {}", args.out.display()))?;
     let engine = args.engine()?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("failed to create the output folder {}", args.out.display()))?;
 
     let config = experiment.config();
     let (train_len, test_len) = experiment.split_sizes();

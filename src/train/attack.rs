@@ -1,6 +1,6 @@
 //! What the f Byzantine workers send.
 //!
-//! The attacker is omniscient: at each step it sees the gradients of every
+//! The attacker is omniscient: at each step it reads the gradients of every
 //! honest worker before it crafts its own. Attacks that work through the data
 //! ([`Attack::None`], [`Attack::LabelFlip`]) have the Byzantine workers
 //! compute gradients on their own shard instead.
@@ -71,7 +71,7 @@ pub const DEFAULT_OMNISCIENT_FACTOR: f64 = 100.0;
 pub const DEFAULT_IPM_EPSILON: f64 = 0.1;
 
 impl Attack {
-    /// The attack called `name` (see [`ATTACK_NAMES`]) against `n` workers of
+    /// Returns the attack called `name` (see [`ATTACK_NAMES`]) against `n` workers of
     /// which `f` are Byzantine. `scale`, when given, replaces the parameter of
     /// the attacks that have one (σ, factor, z or ε) and is ignored by the
     /// others.
@@ -141,7 +141,7 @@ impl Attack {
         }
     }
 
-    /// The label a Byzantine worker trains on in place of `label`, or `None`
+    /// Returns the label a Byzantine worker trains on in place of `label`, or `None`
     /// when this attack does not work through the data.
     pub fn label_map(&self, label: usize, classes: usize) -> Option<usize> {
         match self {
@@ -151,16 +151,16 @@ impl Attack {
         }
     }
 
-    /// Whether the Byzantine workers compute gradients on their own shard
+    /// Returns whether the Byzantine workers compute gradients on their own shard
     /// (through [`Attack::label_map`]) rather than through [`Attack::craft`].
     pub fn uses_data(&self) -> bool {
         matches!(self, Attack::None | Attack::LabelFlip)
     }
 
-    /// The `f` gradients the Byzantine workers send, crafted from the honest
-    /// gradients of this step. Returns `None` for the attacks that work
-    /// through the data, and `f` empty-free vectors otherwise. `honest` must
-    /// hold at least one gradient.
+    /// Crafts the `f` gradients the Byzantine workers send from the honest
+    /// gradients of this step, each of the honest length. Returns `None` for
+    /// the attacks that work through the data. `honest` must contain at
+    /// least one gradient.
     pub fn craft<R: Rng + ?Sized>(
         &self,
         honest: &[Vec<f32>],
@@ -250,7 +250,7 @@ pub fn inverse_normal_cdf(p: f64) -> f64 {
         -3.969683028665376e1,
         2.209460984245205e2,
         -2.759285104469687e2,
-        1.383577518672690e2,
+        1.383_577_518_672_69e2,
         -3.066479806614716e1,
         2.506628277459239,
     ];

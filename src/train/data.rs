@@ -25,13 +25,13 @@ pub struct Dataset {
     pub classes: usize,
 }
 
-/// How the training set is divided among the workers.
+/// Division of the training set among the workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
     /// Each worker gets a uniformly random, equally sized share.
     Iid,
     /// Examples are sorted by label and cut into contiguous shares, so each
-    /// worker sees only one or a few classes (non-iid).
+    /// worker gets only one or a few classes (non-iid).
     ByLabel,
 }
 
@@ -39,7 +39,7 @@ impl Split {
     /// Names accepted by [`Split::from_name`].
     pub const NAMES: &'static [&'static str] = &["iid", "by-label"];
 
-    /// The split called `name` (`iid` or `by-label`).
+    /// Returns the split called `name` (`iid` or `by-label`).
     pub fn from_name(name: &str) -> Result<Self> {
         match name {
             "iid" => Ok(Split::Iid),
@@ -72,7 +72,7 @@ const MNIST_TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
 const MNIST_TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
 
 impl Dataset {
-    /// The UCI optical handwritten digits: 1,797 images of 8×8 pixels, 10
+    /// Loads the UCI optical handwritten digits: 1,797 images of 8×8 pixels, 10
     /// classes, as embedded in the smartcore crate (0.7, `datasets` feature).
     pub fn digits() -> Self {
         let raw = smartcore::dataset::digits::load_dataset();
@@ -132,7 +132,7 @@ impl Dataset {
         self.labels.len()
     }
 
-    /// Whether the set holds no example.
+    /// Returns whether the set contains no example.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -142,7 +142,7 @@ impl Dataset {
         self.features.ncols()
     }
 
-    /// The examples at `indices`, in that order.
+    /// Returns the examples at `indices`, in that order.
     pub fn select(&self, indices: &[usize]) -> Dataset {
         Dataset {
             name: self.name.clone(),

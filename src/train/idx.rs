@@ -21,7 +21,7 @@ pub const LABELS_MAGIC: u32 = 2049;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// The file `base` or `base.gz` in `dir`, whichever exists first.
+/// Returns the path of `base` in `dir`, else of `base.gz`, if either exists.
 pub fn find(dir: &Path, base: &str) -> Option<PathBuf> {
     [base.to_string(), format!("{base}.gz")]
         .into_iter()
@@ -29,7 +29,7 @@ pub fn find(dir: &Path, base: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// Reads the bytes of `path`, decompressed when the file is gzipped (told by
+/// Reads the bytes of `path`, decompressed when the file is gzipped (detected by
 /// its first two bytes, not by its name).
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
     let io_error = |source| Error::Io {

@@ -2,10 +2,9 @@
 //!
 //! n workers each own a shard of the training set. At every step the n − f
 //! honest workers (indices 0..n − f) send mini-batch gradients of the current
-//! model, the f Byzantine workers (indices n − f..n) send what their
-//! [`Attack`] crafts, the [`crate::Engine`] aggregates the n vectors with a
-//! [`crate::Rule`], and the server takes the SGD step
-//! w ← w − lr · aggregate.
+//! model, and the f Byzantine workers (indices n − f..n) send what their
+//! [`Attack`] crafts. The [`crate::Engine`] aggregates the n vectors with a
+//! [`crate::Rule`], and the server takes the SGD step w ← w − lr · aggregate.
 //!
 //! ```no_run
 //! use byzagg::train::{Dataset, Experiment, TrainConfig};

@@ -15,7 +15,7 @@ use rand_distr::StandardNormal;
 
 use crate::{Error, Result};
 
-/// Which classifier to train.
+/// Kind of classifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelKind {
     /// Multinomial logistic regression.
@@ -31,7 +31,7 @@ impl ModelKind {
     /// Model names accepted by [`ModelKind::from_name`].
     pub const NAMES: &'static [&'static str] = &["logreg", "mlp"];
 
-    /// The model called `name`; `hidden` is the MLP's width.
+    /// Returns the model called `name`, where `hidden` is the MLP's width.
     pub fn from_name(name: &str, hidden: usize) -> Result<Self> {
         match name {
             "logreg" => Ok(ModelKind::LogReg),
@@ -66,6 +66,14 @@ pub struct Model {
     classes: usize,
 }
 
+/// Views of the parameter vector: for logistic regression `w1` is W, `b1`
+/// is b and `second` is `None`, and for the MLP `second` is (W2, b2).
+struct Layers<'a> {
+    w1: ArrayView2<'a, f32>,
+    b1: ArrayView1<'a, f32>,
+    second: Option<(ArrayView2<'a, f32>, ArrayView1<'a, f32>)>,
+}
+
 /// Loss and accuracy of a model on a set of examples.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Evaluation {
@@ -76,7 +84,7 @@ pub struct Evaluation {
 }
 
 impl Model {
-    /// A model of `kind` for `inputs` features and `classes` classes.
+    /// Creates a model of `kind` for `inputs` features and `classes` classes.
     pub fn new(kind: ModelKind, inputs: usize, classes: usize) -> Self {
         Self {
             kind,
@@ -85,7 +93,7 @@ impl Model {
         }
     }
 
-    /// The kind of model.
+    /// Returns the kind of model.
     pub fn kind(&self) -> ModelKind {
         self.kind
     }
@@ -98,9 +106,9 @@ impl Model {
         }
     }
 
-    /// Initial parameters from `seed`: zeros for logistic regression; for the
-    /// MLP, He-normal W1 (variance 2 / inputs), W2 of variance 1 / hidden and
-    /// zero biases.
+    /// Draws initial parameters from `seed`. Logistic regression starts at
+    /// zero. The MLP gets He-normal W1 (variance 2 / inputs), normal W2 of
+    /// variance 1 / hidden, and zero biases.
     pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut params = vec![0f32; self.num_params()];
         if let ModelKind::Mlp { hidden } = self.kind {
@@ -119,16 +127,8 @@ impl Model {
         params
     }
 
-    /// Views of (W1, b1, W2, b2); for logistic regression W1 is W, b1 is b
-    /// and the rest is empty.
-    fn layers<'a>(
-        &self,
-        params: &'a [f32],
-    ) -> (
-        ArrayView2<'a, f32>,
-        ArrayView1<'a, f32>,
-        Option<(ArrayView2<'a, f32>, ArrayView1<'a, f32>)>,
-    ) {
+    /// Splits `params` into the layers' weights and biases.
+    fn layers<'a>(&self, params: &'a [f32]) -> Layers<'a> {
         assert_eq!(
             params.len(),
             self.num_params(),
@@ -143,32 +143,47 @@ impl Model {
         let w1 = ArrayView2::from_shape((self.inputs, width), w1).expect("sizes follow num_params");
         let b1 = ArrayView1::from(b1);
         match self.kind {
-            ModelKind::LogReg => (w1, b1, None),
+            ModelKind::LogReg => Layers {
+                w1,
+                b1,
+                second: None,
+            },
             ModelKind::Mlp { hidden } => {
                 let (w2, b2) = rest.split_at(hidden * self.classes);
                 let w2 = ArrayView2::from_shape((hidden, self.classes), w2)
                     .expect("sizes follow num_params");
-                (w1, b1, Some((w2, ArrayView1::from(b2))))
+                Layers {
+                    w1,
+                    b1,
+                    second: Some((w2, ArrayView1::from(b2))),
+                }
             }
         }
     }
 
-    /// The hidden activations (MLP only) and the logits of the rows of `x`.
+    /// Computes the hidden activations (MLP only) and the logits of the rows
+    /// of `x`.
     fn forward(&self, params: &[f32], x: ArrayView2<f32>) -> (Option<Array2<f32>>, Array2<f32>) {
-        let (w1, b1, second) = self.layers(params);
-        let first = x.dot(&w1) + &b1;
+        let Layers { w1, b1, second } = self.layers(params);
+        let first = x.dot(&w1) + b1;
         match second {
             None => (None, first),
             Some((w2, b2)) => {
                 let hidden = first.mapv(|v| v.max(0.0));
-                let logits = hidden.dot(&w2) + &b2;
+                let logits = hidden.dot(&w2) + b2;
                 (Some(hidden), logits)
             }
         }
     }
 
-    /// Mean cross-entropy of the batch (`x` one example per row, `labels`
-    /// its classes) and its gradient with respect to `params`.
+    /// Computes the mean cross-entropy of the batch (`x` one example per
+    /// row, `labels` its classes) and its gradient with respect to `params`.
+    ///
+    /// # Panics
+    ///
+    /// If `params` is not [`Model::num_params`] long, `x` has not the
+    /// model's number of inputs as columns, or a label is not below the
+    /// number of classes.
     pub fn loss_and_gradient(
         &self,
         params: &[f32],
@@ -182,7 +197,7 @@ impl Model {
         delta.mapv_inplace(|v| v / batch);
 
         let mut gradient = Vec::with_capacity(self.num_params());
-        match (hidden, self.layers(params).2) {
+        match (hidden, self.layers(params).second) {
             (None, _) => {
                 gradient.extend(x.t().dot(&delta).iter());
                 gradient.extend(delta.sum_axis(Axis(0)).iter());
@@ -204,7 +219,8 @@ impl Model {
         (loss / labels.len() as f64, gradient)
     }
 
-    /// Mean loss and accuracy of `params` on the rows of `x`.
+    /// Computes the mean loss and the accuracy of `params` on the rows of
+    /// `x`. Panics on the same mismatches as [`Model::loss_and_gradient`].
     pub fn evaluate(&self, params: &[f32], x: ArrayView2<f32>, labels: &[usize]) -> Evaluation {
         let (_, logits) = self.forward(params, x);
         let correct = logits
@@ -221,8 +237,8 @@ impl Model {
     }
 }
 
-/// Index of the largest value; `None` if the row holds a NaN, so that a
-/// diverged model counts as wrong.
+/// Returns the index of the largest value, or `None` if the row contains a
+/// NaN, so that a diverged model counts as wrong.
 fn argmax(row: ArrayView1<f32>) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
     for (i, &v) in row.iter().enumerate() {

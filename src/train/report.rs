@@ -11,7 +11,7 @@ use super::sim::RunResult;
 /// Header of the curves CSV.
 pub const CSV_HEADER: &str = "step,rule,attack,test_accuracy,train_loss";
 
-/// The curves of `results` as CSV, one row per evaluation.
+/// Formats the curves of `results` as CSV, one row per evaluation.
 pub fn curves_csv(results: &[RunResult]) -> String {
     let mut out = format!("{CSV_HEADER}\n");
     for result in results {
@@ -81,8 +81,8 @@ fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     out
 }
 
-/// A step between axis ticks of 1, 2 or 5 × 10^k giving at most about five
-/// intervals over `0..=max`.
+/// Picks a step between axis ticks of 1, 2 or 5 × 10^k that gives at most
+/// about five intervals over `0..=max`.
 fn tick_step(max: f64) -> f64 {
     let raw = (max / 5.0).max(1.0);
     let magnitude = 10f64.powf(raw.log10().floor());
@@ -99,8 +99,8 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The test-accuracy curves as an SVG figure: one panel per attack, one line
-/// per rule, a shared legend and `title` on top.
+/// Draws the test-accuracy curves as an SVG figure: one panel per attack,
+/// one line per rule, a shared legend and `title` on top.
 pub fn curves_svg(results: &[RunResult], title: &str) -> String {
     let attacks = distinct(results.iter().map(|r| r.attack.as_str()));
     let rules = distinct(results.iter().map(|r| r.rule.as_str()));

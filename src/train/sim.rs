@@ -39,7 +39,7 @@ pub struct TrainConfig {
     /// Seed of the split, the shards, the initial model, the mini-batches and
     /// the attack noise.
     pub seed: u64,
-    /// How the training set is divided among the workers.
+    /// Division of the training set among the workers.
     pub split: Split,
     /// Replaces the parameter of the attacks that have one.
     pub attack_scale: Option<f64>,
@@ -240,7 +240,7 @@ impl Experiment {
         &self.config
     }
 
-    /// The model being trained.
+    /// Returns the model being trained.
     pub fn model(&self) -> &Model {
         &self.model
     }
@@ -250,7 +250,7 @@ impl Experiment {
         (self.train.len(), self.test.len())
     }
 
-    /// The rule × attack runs, grouped by attack.
+    /// Returns the rule × attack runs, grouped by attack.
     pub fn runs(&self) -> &[RunSpec] {
         &self.runs
     }
@@ -271,8 +271,8 @@ impl Experiment {
         }
     }
 
-    /// The mini-batch gradient of `worker` at `params`, its labels passed
-    /// through `label_map`.
+    /// Computes the mini-batch gradient of `worker` at `params`, with its
+    /// labels passed through `label_map`.
     fn worker_gradient(
         &self,
         worker: usize,
