@@ -172,6 +172,26 @@ pub enum Error {
         message: String,
     },
 
+    /// A data file or folder that training needs does not exist.
+    #[error("{}: not found; {fix}", path.display())]
+    DataNotFound {
+        /// The missing file or folder.
+        path: PathBuf,
+        /// The fix: where to get the data or which option points at it.
+        fix: String,
+    },
+
+    /// A training option is outside its valid range.
+    #[error("invalid {name} = {value}: {fix}")]
+    InvalidConfig {
+        /// Option name, as on the command line without the dashes.
+        name: &'static str,
+        /// The rejected value, as text.
+        value: String,
+        /// The fix: the valid range or an example value.
+        fix: String,
+    },
+
     /// A host or GPU buffer would exceed the memory budget.
     #[error("{what} needs {needed} bytes, more than the memory budget of {budget} bytes; raise --max-memory")]
     MemoryBudget {

@@ -18,6 +18,9 @@ enum Command {
     Aggregate(cli::aggregate::AggregateArgs),
     /// Write the n×n squared-distance matrix of n gradients as float64 .npy.
     Distances(cli::aggregate::DistancesArgs),
+    /// Train a classifier by distributed SGD with Byzantine workers and plot
+    /// test accuracy per rule and attack.
+    Train(Box<cli::train::TrainArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +29,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Aggregate(args) => cli::aggregate::run_aggregate(args),
         Command::Distances(args) => cli::aggregate::run_distances(args),
+        Command::Train(args) => cli::train::run_train(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -2,3 +2,4 @@
 
 pub mod aggregate;
 pub mod common;
+pub mod train;
