@@ -23,7 +23,10 @@ fn validate(name: &str, source: &str) {
         naga::valid::Capabilities::empty(),
     );
     if let Err(error) = validator.validate(&module) {
-        panic!("{name} does not validate:\n{}", error.emit_to_string(source));
+        panic!(
+            "{name} does not validate:\n{}",
+            error.emit_to_string(source)
+        );
     }
 }
 
@@ -32,11 +35,20 @@ fn every_shader_validates() {
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut found: Vec<String> = std::fs::read_dir(&folder)
         .expect("shaders/ is readable")
-        .map(|entry| entry.expect("directory entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|name| name.ends_with(".wgsl"))
         .collect();
     found.sort();
-    assert_eq!(found, EXPECTED, "shaders/ and EXPECTED list different files");
+    assert_eq!(
+        found, EXPECTED,
+        "shaders/ and EXPECTED list different files"
+    );
 
     for name in &found {
         let source = std::fs::read_to_string(folder.join(name)).expect("shader is readable");

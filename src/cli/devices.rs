@@ -41,8 +41,16 @@ fn pick_name(listing: &AdapterListing, pick: Option<usize>, fallback: &str) -> S
 
 fn print_table(listing: &AdapterListing) {
     let header = [
-        "#", "name", "vendor", "backend", "type", "driver", "driver info",
-        "max storage binding", "max buffer", "max workgroup (x,y,z) / invocations / per dim",
+        "#",
+        "name",
+        "vendor",
+        "backend",
+        "type",
+        "driver",
+        "driver info",
+        "max storage binding",
+        "max buffer",
+        "max workgroup (x,y,z) / invocations / per dim",
     ];
     let rows: Vec<[String; 10]> = listing
         .adapters
@@ -99,6 +107,10 @@ fn print_table(listing: &AdapterListing) {
     );
     println!(
         "--backend gpu picks:  {}",
-        pick_name(listing, listing.gpu, "nothing (no adapter; install a Vulkan driver)")
+        pick_name(
+            listing,
+            listing.gpu,
+            "nothing (no adapter; install a Vulkan driver)"
+        )
     );
 }

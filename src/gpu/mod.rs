@@ -43,7 +43,9 @@ impl AdapterFilter {
     /// adapters allowed.
     pub fn from_env() -> Self {
         Self {
-            name: std::env::var("BYZAGG_ADAPTER").ok().filter(|s| !s.is_empty()),
+            name: std::env::var("BYZAGG_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
             allow_software: true,
         }
     }
@@ -113,11 +115,12 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
         };
-        let (device, queue) =
-            block_on(adapter.request_device(&descriptor)).map_err(|error| Error::RequestDevice {
+        let (device, queue) = block_on(adapter.request_device(&descriptor)).map_err(|error| {
+            Error::RequestDevice {
                 adapter: info.name.clone(),
                 message: error.to_string(),
-            })?;
+            }
+        })?;
         device.on_uncaptured_error(Arc::new(|error: wgpu::Error| {
             log::error!("uncaught wgpu error: {error}");
         }));
@@ -188,7 +191,11 @@ impl GpuContext {
 
     /// Fails with [`Error::DeviceLost`] once the device-lost callback ran.
     fn check_lost(&self) -> Result<()> {
-        let lost = self.lost.lock().map(|slot| slot.clone()).unwrap_or_default();
+        let lost = self
+            .lost
+            .lock()
+            .map(|slot| slot.clone())
+            .unwrap_or_default();
         match lost {
             Some(message) => Err(Error::DeviceLost { message }),
             None => Ok(()),

@@ -33,7 +33,9 @@ impl std::ops::Deref for PooledBuffer<'_> {
     type Target = wgpu::Buffer;
 
     fn deref(&self) -> &wgpu::Buffer {
-        self.buffer.as_ref().expect("a pooled buffer is present until dropped")
+        self.buffer
+            .as_ref()
+            .expect("a pooled buffer is present until dropped")
     }
 }
 

@@ -144,7 +144,10 @@ impl SliceWork for PairWork<'_> {
         let n = self.n;
         let row_spans = context.check_dispatch("non-finite check", len.div_ceil(ROW_SPAN))?;
         let pair_spans = context.check_dispatch("pairwise distances", len.div_ceil(PAIR_SPAN))?;
-        context.write(&self.row_params[slot], &[n as u32, len as u32, row_spans, 0]);
+        context.write(
+            &self.row_params[slot],
+            &[n as u32, len as u32, row_spans, 0],
+        );
         context.write(
             &self.pair_params[slot],
             &[n as u32, len as u32, self.tiles, pair_spans],
@@ -154,9 +157,18 @@ impl SliceWork for PairWork<'_> {
 
         let flags_group = context.bind_group(
             &kernels.non_finite.layout,
-            &[(&self.row_params[slot], PARAMS_BYTES), input, (&self.flags, bytes_of(n))],
+            &[
+                (&self.row_params[slot], PARAMS_BYTES),
+                input,
+                (&self.flags, bytes_of(n)),
+            ],
         );
-        context.dispatch(encoder, &kernels.non_finite, &flags_group, [row_spans, n as u32, 1]);
+        context.dispatch(
+            encoder,
+            &kernels.non_finite,
+            &flags_group,
+            [row_spans, n as u32, 1],
+        );
         let pair_group = context.bind_group(
             &kernels.distances.layout,
             &[
@@ -171,7 +183,13 @@ impl SliceWork for PairWork<'_> {
             &pair_group,
             [self.tiles, self.tiles, pair_spans],
         );
-        encoder.copy_buffer_to_buffer(&self.partials[slot], 0, &self.readbacks[slot], 0, partial_bytes);
+        encoder.copy_buffer_to_buffer(
+            &self.partials[slot],
+            0,
+            &self.readbacks[slot],
+            0,
+            partial_bytes,
+        );
         Ok(())
     }
 
@@ -199,7 +217,10 @@ impl GpuStages {
     /// Reads back a u32 flag per worker and returns the indices of those set.
     fn flagged(&self, flags: &wgpu::Buffer, n: usize) -> Result<Vec<usize>> {
         let context = &*self.context;
-        let readback = context.pool.take(&context.device, "flags readback", READBACK, bytes_of(n))?;
+        let readback =
+            context
+                .pool
+                .take(&context.device, "flags readback", READBACK, bytes_of(n))?;
         let mut encoder = context.encoder();
         encoder.copy_buffer_to_buffer(flags, 0, &readback, 0, bytes_of(n));
         context.queue.submit([encoder.finish()]);
@@ -220,7 +241,9 @@ impl GpuStages {
             let input = bytes_of(n * len);
             let partial = bytes_of(len.div_ceil(PAIR_SPAN) * n * n);
             SlotBytes {
-                total: pooled_size(input) + 2 * pooled_size(partial) + 2 * pooled_size(PARAMS_BYTES),
+                total: pooled_size(input)
+                    + 2 * pooled_size(partial)
+                    + 2 * pooled_size(PARAMS_BYTES),
                 largest_binding: input.max(partial),
             }
         };
@@ -235,7 +258,10 @@ impl GpuStages {
 
         let device = &context.device;
         let partial_bytes = bytes_of(len.div_ceil(PAIR_SPAN) * n * n);
-        let flags = context.pool.take(device, "non-finite flags", OUTPUT.union(INPUT), bytes_of(n))?;
+        let flags =
+            context
+                .pool
+                .take(device, "non-finite flags", OUTPUT.union(INPUT), bytes_of(n))?;
         context.write(&flags, &vec![0u32; n]);
         let mut work = PairWork {
             context,
@@ -311,7 +337,12 @@ impl SliceWork for FlagWork<'_> {
                 (&self.flags, bytes_of(n)),
             ],
         );
-        context.dispatch(encoder, &context.kernels.non_finite, &group, [spans, n as u32, 1]);
+        context.dispatch(
+            encoder,
+            &context.kernels.non_finite,
+            &group,
+            [spans, n as u32, 1],
+        );
         Ok(())
     }
 
@@ -361,8 +392,19 @@ impl SliceWork for PointWork<'_> {
                 (&self.partials[slot], partial_bytes),
             ],
         );
-        context.dispatch(encoder, &context.kernels.distances_to, &group, [spans, n as u32, 1]);
-        encoder.copy_buffer_to_buffer(&self.partials[slot], 0, &self.readbacks[slot], 0, partial_bytes);
+        context.dispatch(
+            encoder,
+            &context.kernels.distances_to,
+            &group,
+            [spans, n as u32, 1],
+        );
+        encoder.copy_buffer_to_buffer(
+            &self.partials[slot],
+            0,
+            &self.readbacks[slot],
+            0,
+            partial_bytes,
+        );
         Ok(())
     }
 
@@ -408,7 +450,10 @@ impl SliceWork for CombineWork<'_> {
         let context = self.context;
         let n = self.n;
         let outputs = self.outputs.len();
-        context.write(&self.params[slot], &[n as u32, len as u32, outputs as u32, 0]);
+        context.write(
+            &self.params[slot],
+            &[n as u32, len as u32, outputs as u32, 0],
+        );
         let result_bytes = bytes_of(outputs * len);
         let group = context.bind_group(
             &context.kernels.combine.layout,
@@ -421,7 +466,13 @@ impl SliceWork for CombineWork<'_> {
         );
         let groups = context.grid("weighted sums", len.div_ceil(WORKGROUP_SIZE as usize))?;
         context.dispatch(encoder, &context.kernels.combine, &group, groups);
-        encoder.copy_buffer_to_buffer(&self.results[slot], 0, &self.readbacks[slot], 0, result_bytes);
+        encoder.copy_buffer_to_buffer(
+            &self.results[slot],
+            0,
+            &self.readbacks[slot],
+            0,
+            result_bytes,
+        );
         Ok(())
     }
 
@@ -454,8 +505,12 @@ impl GpuStages {
                 largest_binding: bytes_of(n * len),
             },
         )?;
-        let flags =
-            context.pool.take(&context.device, "non-finite flags", OUTPUT.union(INPUT), bytes_of(n))?;
+        let flags = context.pool.take(
+            &context.device,
+            "non-finite flags",
+            OUTPUT.union(INPUT),
+            bytes_of(n),
+        )?;
         context.write(&flags, &vec![0u32; n]);
         let mut work = FlagWork {
             context,
@@ -480,17 +535,24 @@ impl GpuStages {
         }
         context.check_dispatch("distances to a point", n)?;
         let max_groups = context.limits.max_compute_workgroups_per_dimension as usize;
-        let len = context.plan_slice_len("distances to a point", d, ROW_SPAN, max_groups * ROW_SPAN, 0, |len| {
-            let input = bytes_of(n * len);
-            let partial = bytes_of(len.div_ceil(ROW_SPAN) * n);
-            SlotBytes {
-                total: pooled_size(input)
-                    + pooled_size(bytes_of(len))
-                    + 2 * pooled_size(partial)
-                    + pooled_size(PARAMS_BYTES),
-                largest_binding: input.max(partial),
-            }
-        })?;
+        let len = context.plan_slice_len(
+            "distances to a point",
+            d,
+            ROW_SPAN,
+            max_groups * ROW_SPAN,
+            0,
+            |len| {
+                let input = bytes_of(n * len);
+                let partial = bytes_of(len.div_ceil(ROW_SPAN) * n);
+                SlotBytes {
+                    total: pooled_size(input)
+                        + pooled_size(bytes_of(len))
+                        + 2 * pooled_size(partial)
+                        + pooled_size(PARAMS_BYTES),
+                    largest_binding: input.max(partial),
+                }
+            },
+        )?;
         let partial_bytes = bytes_of(len.div_ceil(ROW_SPAN) * n);
         let mut work = PointWork {
             context,
@@ -547,7 +609,9 @@ impl GpuStages {
             "weighted sums",
             d,
             WORKGROUP_SIZE as usize,
-            max_groups.saturating_mul(max_groups).saturating_mul(WORKGROUP_SIZE as usize),
+            max_groups
+                .saturating_mul(max_groups)
+                .saturating_mul(WORKGROUP_SIZE as usize),
             pooled_size(weight_bytes),
             |len| {
                 let input = bytes_of(n * len);
@@ -559,7 +623,9 @@ impl GpuStages {
             },
         )?;
         let weights_f32: Vec<f32> = weights.iter().map(|&w| w as f32).collect();
-        let weight_buffer = context.pool.take(&context.device, "weights", INPUT, weight_bytes)?;
+        let weight_buffer = context
+            .pool
+            .take(&context.device, "weights", INPUT, weight_bytes)?;
         context.write(&weight_buffer, &weights_f32);
         let result_bytes = bytes_of(outputs * len);
         let mut work = CombineWork {
@@ -578,30 +644,48 @@ impl GpuStages {
 
     /// Runs `krum_scores.wgsl`; `None` when the f32 matrix does not fit one
     /// binding or the budget.
-    fn gpu_scores(&self, sq_distances: &Array2<f64>, neighbours: usize) -> Result<Option<Vec<f64>>> {
+    fn gpu_scores(
+        &self,
+        sq_distances: &Array2<f64>,
+        neighbours: usize,
+    ) -> Result<Option<Vec<f64>>> {
         let context = &*self.context;
         let n = sq_distances.nrows();
         let matrix_bytes = bytes_of(n * n);
-        let needed = pooled_size(matrix_bytes) + 2 * pooled_size(bytes_of(n)) + pooled_size(PARAMS_BYTES);
+        let needed =
+            pooled_size(matrix_bytes) + 2 * pooled_size(bytes_of(n)) + pooled_size(PARAMS_BYTES);
         if matrix_bytes > context.max_binding() || needed > context.pool.budget() {
             return Ok(None);
         }
         let groups = context.check_dispatch("Krum scores", n)?;
         let device = &context.device;
         let params = context.pool.take(device, "params", PARAMS, PARAMS_BYTES)?;
-        let matrix = context.pool.take(device, "distance matrix", INPUT, matrix_bytes)?;
+        let matrix = context
+            .pool
+            .take(device, "distance matrix", INPUT, matrix_bytes)?;
         let scores = context.pool.take(device, "scores", OUTPUT, bytes_of(n))?;
-        let readback = context.pool.take(device, "scores readback", READBACK, bytes_of(n))?;
+        let readback = context
+            .pool
+            .take(device, "scores readback", READBACK, bytes_of(n))?;
         let values: Vec<f32> = sq_distances.iter().map(|&v| v as f32).collect();
         let neighbours = u32::try_from(neighbours).unwrap_or(u32::MAX);
         context.write(&params, &[n as u32, neighbours, 0, 0]);
         context.write(&matrix, &values);
         let group = context.bind_group(
             &context.kernels.krum_scores.layout,
-            &[(&params, PARAMS_BYTES), (&matrix, matrix_bytes), (&scores, bytes_of(n))],
+            &[
+                (&params, PARAMS_BYTES),
+                (&matrix, matrix_bytes),
+                (&scores, bytes_of(n)),
+            ],
         );
         let mut encoder = context.encoder();
-        context.dispatch(&mut encoder, &context.kernels.krum_scores, &group, [groups, 1, 1]);
+        context.dispatch(
+            &mut encoder,
+            &context.kernels.krum_scores,
+            &group,
+            [groups, 1, 1],
+        );
         encoder.copy_buffer_to_buffer(&scores, 0, &readback, 0, bytes_of(n));
         context.queue.submit([encoder.finish()]);
         let mut result = Vec::new();
@@ -630,12 +714,18 @@ impl GpuStages {
         let params = context.pool.take(device, "params", PARAMS, PARAMS_BYTES)?;
         let key_buffer = context.pool.take(device, "score keys", INPUT, key_bytes)?;
         let selected = context.pool.take(device, "selected", OUTPUT, bytes_of(m))?;
-        let readback = context.pool.take(device, "selected readback", READBACK, bytes_of(m))?;
+        let readback = context
+            .pool
+            .take(device, "selected readback", READBACK, bytes_of(m))?;
         context.write(&params, &[n as u32, m as u32, 0, 0]);
         context.write(&key_buffer, &keys);
         let group = context.bind_group(
             &context.kernels.select.layout,
-            &[(&params, PARAMS_BYTES), (&key_buffer, key_bytes), (&selected, bytes_of(m))],
+            &[
+                (&params, PARAMS_BYTES),
+                (&key_buffer, key_bytes),
+                (&selected, bytes_of(m)),
+            ],
         );
         let groups = context.grid("selection", n.div_ceil(WORKGROUP_SIZE as usize))?;
         let mut encoder = context.encoder();
@@ -669,7 +759,9 @@ impl Stages for GpuStages {
 
     fn scores(&self, sq_distances: &Array2<f64>, neighbours: usize) -> Result<Vec<f64>> {
         let n = sq_distances.nrows();
-        let gpu = self.context.scoped(|| self.gpu_scores(sq_distances, neighbours))?;
+        let gpu = self
+            .context
+            .scoped(|| self.gpu_scores(sq_distances, neighbours))?;
         let Some(scores) = gpu else {
             log::debug!("the {n}×{n} distance matrix exceeds one GPU binding; scoring on the host");
             return Ok(crate::cpu::krum_scores(sq_distances, neighbours));
@@ -693,16 +785,22 @@ impl Stages for GpuStages {
         grads: &dyn GradientSource,
         weights: &Array2<f64>,
     ) -> Result<Vec<Vec<f32>>> {
-        self.context.scoped(|| self.gpu_weighted_sums(grads, weights))
+        self.context
+            .scoped(|| self.gpu_weighted_sums(grads, weights))
     }
 
-    fn coordinate_stat(&self, grads: &dyn GradientSource, stat: CoordinateStat) -> Result<Vec<f32>> {
+    fn coordinate_stat(
+        &self,
+        grads: &dyn GradientSource,
+        stat: CoordinateStat,
+    ) -> Result<Vec<f32>> {
         // NOTE: order statistics (median, trimmed mean, Bulyan's second phase)
         // run on the CPU path; there is no GPU kernel for them yet.
         self.cpu.coordinate_stat(grads, stat)
     }
 
     fn sq_distances_to(&self, grads: &dyn GradientSource, point: &[f32]) -> Result<Vec<f64>> {
-        self.context.scoped(|| self.gpu_sq_distances_to(grads, point))
+        self.context
+            .scoped(|| self.gpu_sq_distances_to(grads, point))
     }
 }

@@ -57,7 +57,10 @@ impl GpuContext {
             bytes.largest_binding <= self.max_binding()
                 && fixed.saturating_add(bytes.total.saturating_mul(2)) <= budget
         };
-        let upper = d.min(max_len).min(self.max_slice_len.unwrap_or(usize::MAX)).max(1);
+        let upper = d
+            .min(max_len)
+            .min(self.max_slice_len.unwrap_or(usize::MAX))
+            .max(1);
         if !fits(1) {
             let bytes = slot_bytes(1);
             return Err(Error::MemoryBudget {
@@ -106,7 +109,8 @@ impl GpuContext {
                     scratch
                 }
             };
-            self.queue.write_buffer(buffer, offset, bytemuck::cast_slice(values));
+            self.queue
+                .write_buffer(buffer, offset, bytemuck::cast_slice(values));
         }
         Ok(())
     }
@@ -208,7 +212,8 @@ impl GpuContext {
     }
 
     pub(super) fn write<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, values: &[T]) {
-        self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(values));
+        self.queue
+            .write_buffer(buffer, 0, bytemuck::cast_slice(values));
     }
 }
 
