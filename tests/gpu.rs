@@ -39,13 +39,13 @@ fn build(options: GpuOptions) -> Option<Gpu> {
     }
 }
 
-/// The GPU engine with the default options, shared by the tests.
+/// Returns the GPU engine with the default options, shared by the tests.
 fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| build(GpuOptions::default())).as_ref()
 }
 
-/// A GPU engine whose slices hold at most [`SMALL_SLICE`] coordinates.
+/// Returns a GPU engine whose slices hold at most [`SMALL_SLICE`] coordinates.
 fn streaming_gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
@@ -401,7 +401,7 @@ fn large_common_offset() {
         .engine
         .pairwise_sq_distances(&grads)
         .expect("GPU distances");
-    // The contract's absolute floor would be 1e-6·(|x_i|² + |x_j|²) ≈ 4e1,
+    // The contract's absolute floor would be 1e-6·(|x_i|² + |x_j|²) ≈ 4e4,
     // far above these distances, so check the relative error alone.
     for i in 0..n {
         for j in 0..n {
@@ -420,7 +420,7 @@ fn large_common_offset() {
 fn f32_overflow_of_distances_and_scores() {
     let Some(gpu) = gpu() else { return };
     // Differences near 4e19 square to 1.6e39, beyond f32::MAX ≈ 3.4e38,
-    // while f64 holds them.
+    // while f64 represents them.
     let grads: Vec<Vec<f32>> = vec![
         vec![0.0, 1e19],
         vec![1.0e19, 0.0],
@@ -439,15 +439,40 @@ fn f32_overflow_of_distances_and_scores() {
     assert_distances(label, &grads, &got, &want);
     check_krum(label, &gpu.engine, &grads, 1);
 
-    // Each distance fits f32 but the sum of two does not.
-    let grads: Vec<Vec<f32>> = vec![
-        vec![0.0],
-        vec![1.3e19],
-        vec![-1.31e19],
-        vec![1.0e19],
-        vec![5e18],
-    ];
-    check_krum("scores overflowing f32", &gpu.engine, &grads, 1);
+    // Scaled basis vectors: every distance s_i² + s_j² ≈ 2e38 fits f32, but
+    // each score, the sum of n − f − 2 = 2 of them, does not.
+    let n = 5;
+    let grads: Vec<Vec<f32>> = (0..n)
+        .map(|i| {
+            let mut row = vec![0f32; n];
+            row[i] = 1.0e19 * (1.0 + 0.01 * i as f32);
+            row
+        })
+        .collect();
+    let label = "scores overflowing f32";
+    let want = Engine::reference()
+        .aggregate(&Rule::Krum { f: 1 }, &grads)
+        .expect("reference");
+    let got = gpu
+        .engine
+        .aggregate(&Rule::Krum { f: 1 }, &grads)
+        .expect("GPU Krum");
+    let want_scores = want.scores.as_ref().expect("reference scores");
+    let got_scores = got.scores.as_ref().expect("GPU scores");
+    for i in 0..n {
+        assert!(
+            want_scores[i] > f32::MAX as f64,
+            "{label}: reference score {i} must overflow f32"
+        );
+        let difference = (got_scores[i] - want_scores[i]).abs();
+        assert!(
+            difference <= 1e-4 * want_scores[i],
+            "{label}: score {i} gpu {} reference {}",
+            got_scores[i],
+            want_scores[i]
+        );
+    }
+    check_krum(label, &gpu.engine, &grads, 1);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{block_on, AdapterFilter};
 
-/// A wgpu instance over every backend compiled in, honouring wgpu's
+/// Creates a wgpu instance over every backend compiled in, honouring wgpu's
 /// environment variables such as `WGPU_BACKEND`.
 pub(super) fn instance() -> wgpu::Instance {
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
@@ -73,9 +73,9 @@ pub struct AdapterReport {
     pub max_buffer_size: u64,
     /// Largest workgroup size in x, y and z.
     pub max_compute_workgroup_size: [u32; 3],
-    /// Most invocations in one workgroup.
+    /// Maximum invocations in one workgroup.
     pub max_compute_invocations_per_workgroup: u32,
-    /// Most workgroups in one dispatch dimension.
+    /// Maximum workgroups in one dispatch dimension.
     pub max_compute_workgroups_per_dimension: u32,
 }
 

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 pub(super) const WORKGROUP_SIZE: u32 = 64;
 /// Workers per side of a `distances.wgsl` tile: a workgroup is TILE×TILE.
 pub(super) const PAIR_TILE: u32 = 8;
-/// Coordinates a `distances.wgsl` workgroup holds in workgroup memory at once.
+/// Coordinates a `distances.wgsl` workgroup keeps in workgroup memory at once.
 pub(super) const PAIR_CHUNK: u32 = 64;
 /// Chunks per `distances.wgsl` span, the coordinates behind one partial sum.
 pub(super) const PAIR_SPAN_CHUNKS: u32 = 64;

@@ -25,10 +25,11 @@ use pool::BufferPool;
 /// GPU memory budget used when [`GpuOptions::memory_budget`] is `None`.
 ///
 /// NOTE: wgpu does not report how much memory an adapter has, so this is a
-/// fixed default rather than a measured size; raise it on large GPUs.
+/// fixed default rather than a measured size. Raise it on large GPUs.
 pub const DEFAULT_MEMORY_BUDGET: u64 = 1 << 30;
 
-/// Which adapter to pick.
+/// Adapter selection: a name or backend filter, and whether software
+/// adapters qualify.
 #[derive(Clone, Debug, Default)]
 pub struct AdapterFilter {
     /// Case-insensitive substring of the adapter name or backend
@@ -179,12 +180,12 @@ impl GpuContext {
         &self.info.name
     }
 
-    /// The adapter's description as wgpu reports it.
+    /// Returns the adapter's description as wgpu reports it.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.info
     }
 
-    /// The memory budget in bytes.
+    /// Returns the memory budget in bytes.
     pub fn memory_budget(&self) -> u64 {
         self.pool.budget()
     }

@@ -38,7 +38,7 @@ impl GpuStages {
         }
     }
 
-    /// The context these stages run on.
+    /// Returns the context these stages run on.
     pub fn context(&self) -> &Arc<GpuContext> {
         &self.context
     }
@@ -569,8 +569,8 @@ impl GpuStages {
         let mut sums = work.sums;
         for (i, sum) in sums.iter_mut().enumerate() {
             if !sum.is_finite() {
-                // An f32 overflow, or a non-finite row: f64 gives the answer
-                // in both cases.
+                // An f32 overflow or a non-finite row. The f64 sum is the
+                // correct value in both cases.
                 *sum = host_point_sq_distance(grads, i, point)?;
             }
         }

@@ -37,11 +37,12 @@ impl GpuContext {
             })
     }
 
-    /// Chooses the slice length for `d` coordinates: the largest length, a
-    /// multiple of `granule` unless shorter than one, such that each binding
-    /// fits the device, two slots plus `fixed` bytes fit the memory budget,
-    /// one dispatch covers at most `max_len` coordinates, and the
-    /// `max_slice_len` option holds.
+    /// Chooses the slice length for `d` coordinates: the largest length that
+    /// fits, rounded down to a multiple of `granule` when longer than one.
+    ///
+    /// A length fits when each binding fits the device, when two slots plus
+    /// `fixed` bytes fit the memory budget, when it is at most `max_len` (the
+    /// coordinates one dispatch covers) and at most the `max_slice_len` option.
     pub(super) fn plan_slice_len(
         &self,
         what: &str,
@@ -61,12 +62,22 @@ impl GpuContext {
             .min(max_len)
             .min(self.max_slice_len.unwrap_or(usize::MAX))
             .max(1);
+        let smallest = slot_bytes(1);
+        if smallest.largest_binding > self.max_binding() {
+            return Err(Error::Gpu {
+                message: format!(
+                    "GPU {what} needs a binding of {} bytes even for one coordinate, more than \
+                     the device's limit of {} bytes; use fewer workers or --backend cpu",
+                    smallest.largest_binding,
+                    self.max_binding()
+                ),
+            });
+        }
         if !fits(1) {
-            let bytes = slot_bytes(1);
             return Err(Error::MemoryBudget {
                 what: format!("GPU {what} on a slice of one coordinate"),
-                needed: fixed.saturating_add(bytes.total.saturating_mul(2)),
-                budget: budget.min(self.max_binding()),
+                needed: fixed.saturating_add(smallest.total.saturating_mul(2)),
+                budget,
             });
         }
         // Binary search for the largest length that fits: fits(low) holds.
@@ -220,7 +231,7 @@ impl GpuContext {
 /// The per-slice work of one streamed stage. Slot 0 and slot 1 alternate, so
 /// a slot is reused only after its previous slice has finished.
 pub(super) trait SliceWork {
-    /// The buffer of `slot` that receives the slice's coordinates.
+    /// Returns the buffer of `slot` that receives the slice's coordinates.
     fn input(&self, slot: usize) -> &wgpu::Buffer;
 
     /// Records the compute (and copies to readback buffers) for the slice
