@@ -613,3 +613,68 @@ fn memory_budget_bounds_slices() {
         "a 1 KiB budget gave {result:?}"
     );
 }
+
+/// Median and trimmed mean (GPU kernels) and the mean around the median (CPU
+/// path behind the GPU stages) against the CPU path, whose f64 means are the
+/// definition here because the reference does not implement these rules.
+#[test]
+fn coordinate_stats_match_cpu() {
+    use byzagg::stages::CoordinateStat;
+
+    let Some(gpu) = streaming_gpu() else { return };
+    let stages = GpuStages::new(Arc::clone(&gpu.context));
+    let cpu = byzagg::cpu::CpuStages::new();
+    for &(n, d) in &[(3usize, 1usize), (4, 2500), (7, 1001), (10, 64)] {
+        let seed = (n * 10_000 + d) as u64;
+        let mut grads = clustered(seed, n, d, 1);
+        // Repeated values exercise the ties.
+        grads[1][0] = grads[0][0];
+        let mut stats = vec![CoordinateStat::Median];
+        for trim in 0..n.div_ceil(2) {
+            if n > 2 * trim {
+                stats.push(CoordinateStat::TrimmedMean { trim });
+            }
+        }
+        for beta in 1..=n {
+            stats.push(CoordinateStat::MeanAroundMedian { beta });
+        }
+        for stat in stats {
+            let label = format!("{stat:?}, n = {n}, d = {d}, seed {seed}");
+            let got = stages.coordinate_stat(&grads, stat).expect("GPU statistic");
+            let want = cpu.coordinate_stat(&grads, stat).expect("CPU statistic");
+            assert_eq!(got.len(), d, "{label}: output length");
+            for c in 0..d {
+                let magnitude = (0..n).map(|i| grads[i][c].abs()).fold(0f32, f32::max) as f64;
+                let difference = (got[c] as f64 - want[c] as f64).abs();
+                assert!(
+                    difference <= 1e-6 * magnitude,
+                    "{label}: coordinate {c} gpu {} cpu {} differ by {difference}",
+                    got[c],
+                    want[c]
+                );
+            }
+        }
+    }
+
+    let (n, f, d) = (11, 2, 3000);
+    let grads = clustered(81, n, d, f);
+    for rule in [
+        Rule::Median { f },
+        Rule::TrimmedMean { f },
+        Rule::Bulyan { f },
+    ] {
+        let label = format!("{rule:?}, n = {n}, d = {d}, seed 81");
+        let got = gpu.engine.aggregate(&rule, &grads).expect("GPU rule");
+        let want = Engine::cpu().aggregate(&rule, &grads).expect("CPU rule");
+        assert_eq!(got.selected, want.selected, "{label}: selection");
+        for c in 0..d {
+            let difference = (got.vector[c] - want.vector[c]).abs();
+            assert!(
+                difference <= 1e-6 * want.vector[c].abs().max(1.0),
+                "{label}: coordinate {c} gpu {} cpu {}",
+                got.vector[c],
+                want.vector[c]
+            );
+        }
+    }
+}

@@ -10,6 +10,7 @@ const EXPECTED: &[&str] = &[
     "distances_to.wgsl",
     "krum_scores.wgsl",
     "non_finite.wgsl",
+    "order_stats.wgsl",
     "select.wgsl",
 ];
 

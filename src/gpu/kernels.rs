@@ -37,6 +37,7 @@ pub(super) struct Kernels {
     pub krum_scores: Kernel,
     pub select: Kernel,
     pub combine: Kernel,
+    pub order_stats: Kernel,
 }
 
 impl Kernels {
@@ -88,6 +89,12 @@ impl Kernels {
                 device,
                 "combine.wgsl",
                 include_str!("../../shaders/combine.wgsl"),
+                &workgroup,
+            )?,
+            order_stats: compile(
+                device,
+                "order_stats.wgsl",
+                include_str!("../../shaders/order_stats.wgsl"),
                 &workgroup,
             )?,
         })

@@ -8,7 +8,6 @@ use super::kernels::{PAIR_SPAN, PAIR_TILE, ROW_SPAN, WORKGROUP_SIZE};
 use super::pool::{pooled_size, PooledBuffer};
 use super::stream::{stream, SliceWork, SlotBytes};
 use super::GpuContext;
-use crate::cpu::CpuStages;
 use crate::gradients::validate_shape;
 use crate::stages::{CoordinateStat, Stages};
 use crate::{Error, GradientSource, Result};
@@ -26,16 +25,12 @@ const HOST_CHUNK: usize = 1 << 16;
 /// The pipeline stages on a [`GpuContext`].
 pub struct GpuStages {
     context: Arc<GpuContext>,
-    cpu: CpuStages,
 }
 
 impl GpuStages {
     /// Stages running on `context`.
     pub fn new(context: Arc<GpuContext>) -> Self {
-        Self {
-            context,
-            cpu: CpuStages::new(),
-        }
+        Self { context }
     }
 
     /// Returns the context these stages run on.
@@ -488,7 +483,122 @@ impl SliceWork for CombineWork<'_> {
     }
 }
 
+/// Slice work of [`Stages::coordinate_stat`]: one statistic per coordinate.
+struct StatWork<'a> {
+    context: &'a GpuContext,
+    n: usize,
+    /// `kind` and `count` of the shader's parameters.
+    stat: [u32; 2],
+    output: Vec<f32>,
+    inputs: [PooledBuffer<'a>; 2],
+    results: [PooledBuffer<'a>; 2],
+    readbacks: [PooledBuffer<'a>; 2],
+    params: [PooledBuffer<'a>; 2],
+}
+
+impl SliceWork for StatWork<'_> {
+    fn input(&self, slot: usize) -> &wgpu::Buffer {
+        &self.inputs[slot]
+    }
+
+    fn encode(
+        &mut self,
+        slot: usize,
+        encoder: &mut wgpu::CommandEncoder,
+        _start: usize,
+        len: usize,
+    ) -> Result<()> {
+        let context = self.context;
+        let n = self.n;
+        let [kind, count] = self.stat;
+        context.write(&self.params[slot], &[n as u32, len as u32, kind, count]);
+        let group = context.bind_group(
+            &context.kernels.order_stats.layout,
+            &[
+                (&self.params[slot], PARAMS_BYTES),
+                (&self.inputs[slot], bytes_of(n * len)),
+                (&self.results[slot], bytes_of(len)),
+            ],
+        );
+        let groups = context.grid("order statistics", len.div_ceil(WORKGROUP_SIZE as usize))?;
+        context.dispatch(encoder, &context.kernels.order_stats, &group, groups);
+        encoder.copy_buffer_to_buffer(
+            &self.results[slot],
+            0,
+            &self.readbacks[slot],
+            0,
+            bytes_of(len),
+        );
+        Ok(())
+    }
+
+    fn finish(&mut self, slot: usize, start: usize, len: usize) -> Result<()> {
+        let output = &mut self.output[start..start + len];
+        self.context
+            .read_mapped::<f32>(&self.readbacks[slot], bytes_of(len), |values| {
+                output.copy_from_slice(&values[..len]);
+            })
+    }
+}
+
 impl GpuStages {
+    fn gpu_coordinate_stat(
+        &self,
+        grads: &dyn GradientSource,
+        stat: CoordinateStat,
+    ) -> Result<Vec<f32>> {
+        let context = &*self.context;
+        let (n, d) = validate_shape(grads)?;
+        let stat = match stat {
+            CoordinateStat::Median => [0, 0],
+            CoordinateStat::TrimmedMean { trim } => [1, u32::try_from(trim).unwrap_or(u32::MAX)],
+            CoordinateStat::MeanAroundMedian { .. } => {
+                // NOTE: this runs on the CPU path. Its ties at equal distance
+                // from the median need exact differences, and WGSL lets the
+                // driver reassociate f32 arithmetic, so a compensated
+                // difference is not reliable in a shader.
+                return crate::cpu::CpuStages::new().coordinate_stat(grads, stat);
+            }
+        };
+        let max_groups = context.limits.max_compute_workgroups_per_dimension as usize;
+        let len = context.plan_slice_len(
+            "order statistics",
+            d,
+            WORKGROUP_SIZE as usize,
+            max_groups
+                .saturating_mul(max_groups)
+                .saturating_mul(WORKGROUP_SIZE as usize),
+            0,
+            |len| {
+                let input = bytes_of(n * len);
+                SlotBytes {
+                    total: pooled_size(input)
+                        + 2 * pooled_size(bytes_of(len))
+                        + pooled_size(PARAMS_BYTES),
+                    largest_binding: input,
+                }
+            },
+        )?;
+
+        let mut work = StatWork {
+            context,
+            n,
+            stat,
+            output: vec![0f32; d],
+            inputs: pair_of(context, "gradient slice", INPUT, bytes_of(n * len))?,
+            results: pair_of(context, "order statistics", OUTPUT, bytes_of(len))?,
+            readbacks: pair_of(
+                context,
+                "order statistics readback",
+                READBACK,
+                bytes_of(len),
+            )?,
+            params: pair_of(context, "params", PARAMS, PARAMS_BYTES)?,
+        };
+        stream(context, grads, d, len, &mut work)?;
+        Ok(work.output)
+    }
+
     fn gpu_non_finite(&self, grads: &dyn GradientSource) -> Result<Vec<usize>> {
         let context = &*self.context;
         let (n, d) = validate_shape(grads)?;
@@ -794,9 +904,8 @@ impl Stages for GpuStages {
         grads: &dyn GradientSource,
         stat: CoordinateStat,
     ) -> Result<Vec<f32>> {
-        // NOTE: order statistics (median, trimmed mean, Bulyan's second phase)
-        // run on the CPU path; there is no GPU kernel for them yet.
-        self.cpu.coordinate_stat(grads, stat)
+        self.context
+            .scoped(|| self.gpu_coordinate_stat(grads, stat))
     }
 
     fn sq_distances_to(&self, grads: &dyn GradientSource, point: &[f32]) -> Result<Vec<f64>> {
