@@ -678,3 +678,51 @@ fn coordinate_stats_match_cpu() {
         }
     }
 }
+
+#[test]
+fn adapter_filter_without_match() {
+    let filter = AdapterFilter {
+        name: Some("no-such-adapter-name".to_string()),
+        allow_software: true,
+    };
+    let result = GpuContext::new(&filter);
+    assert!(
+        matches!(result, Err(byzagg::Error::NoAdapter { .. })),
+        "a filter matching no adapter gave {:?}",
+        result.err()
+    );
+}
+
+/// A context built on the caller's own device and queue computes the same
+/// distances as one built by the library.
+#[test]
+fn context_from_callers_device() {
+    let Some(gpu) = gpu() else { return };
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let wanted = gpu.context.adapter_info();
+    let adapter = adapters
+        .into_iter()
+        .find(|a| {
+            let info = a.get_info();
+            info.name == wanted.name && info.backend == wanted.backend
+        })
+        .expect("the library's adapter is enumerated again");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+            .expect("device with default limits");
+    let context = GpuContext::from_device(device, queue, adapter.get_info(), GpuOptions::default())
+        .expect("context from the caller's device");
+    let engine = Engine::with_context(Arc::new(context));
+    let grads = clustered(91, 6, 3000, 1);
+    let want = Engine::reference()
+        .pairwise_sq_distances(&grads)
+        .expect("reference");
+    let got = engine.pairwise_sq_distances(&grads).expect("GPU distances");
+    assert_distances(
+        "caller's device, n = 6, d = 3000, seed 91",
+        &grads,
+        &got,
+        &want,
+    );
+}

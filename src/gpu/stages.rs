@@ -752,8 +752,8 @@ impl GpuStages {
         Ok(work.outputs)
     }
 
-    /// Runs `krum_scores.wgsl`; `None` when the f32 matrix does not fit one
-    /// binding or the budget.
+    /// Runs `krum_scores.wgsl`. Returns `None` when the f32 matrix does not
+    /// fit one binding or the memory budget.
     fn gpu_scores(
         &self,
         sq_distances: &Array2<f64>,
@@ -873,7 +873,10 @@ impl Stages for GpuStages {
             .context
             .scoped(|| self.gpu_scores(sq_distances, neighbours))?;
         let Some(scores) = gpu else {
-            log::debug!("the {n}×{n} distance matrix exceeds one GPU binding; scoring on the host");
+            log::debug!(
+                "the {n}×{n} distance matrix exceeds one GPU binding or the memory budget; \
+                 scoring on the host"
+            );
             return Ok(crate::cpu::krum_scores(sq_distances, neighbours));
         };
         // A finite worker (diagonal 0) whose f32 score is not finite may have
