@@ -21,6 +21,8 @@ enum Command {
     /// Train a classifier by distributed SGD with Byzantine workers and plot
     /// test accuracy per rule and attack.
     Train(Box<cli::train::TrainArgs>),
+    /// List the GPU adapters and which one each --backend choice picks.
+    Devices(cli::devices::DevicesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -30,6 +32,7 @@ fn main() -> std::process::ExitCode {
         Command::Aggregate(args) => cli::aggregate::run_aggregate(args),
         Command::Distances(args) => cli::aggregate::run_distances(args),
         Command::Train(args) => cli::train::run_train(*args),
+        Command::Devices(args) => cli::devices::run_devices(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

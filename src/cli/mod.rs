@@ -3,3 +3,4 @@
 pub mod aggregate;
 pub mod common;
 pub mod train;
+pub mod devices;
