@@ -5,7 +5,7 @@ use std::sync::Arc;
 use ndarray::Array2;
 
 use crate::cpu::CpuStages;
-use crate::gpu::{AdapterFilter, GpuContext, GpuStages};
+use crate::gpu::{AdapterFilter, GpuContext, GpuOptions, GpuStages};
 use crate::gradients::validate_shape;
 use crate::stages::Stages;
 use crate::{GradientSource, PreAggregation, Result, Rule};
@@ -122,7 +122,15 @@ impl Engine {
 
     /// A GPU backend on the adapter that `filter` picks.
     pub fn gpu_with_filter(filter: &AdapterFilter) -> Result<Self> {
-        Ok(Self::with_context(Arc::new(GpuContext::new(filter)?)))
+        Self::gpu_with(filter, GpuOptions::default())
+    }
+
+    /// A GPU backend on the adapter that `filter` picks, with the memory
+    /// budget and slice cap of `options`.
+    pub fn gpu_with(filter: &AdapterFilter, options: GpuOptions) -> Result<Self> {
+        Ok(Self::with_context(Arc::new(GpuContext::with_options(
+            filter, options,
+        )?)))
     }
 
     /// A GPU backend on an existing context, for example one built from the
@@ -136,11 +144,18 @@ impl Engine {
 
     /// A hardware GPU if one exists, else the CPU path with one notice on
     /// stderr. Software adapters such as lavapipe are used only when asked
-    /// for, through [`Engine::gpu`].
+    /// for, through [`Engine::gpu`] or an adapter named in `BYZAGG_ADAPTER`.
     pub fn auto() -> Result<Self> {
-        let mut filter = AdapterFilter::from_env();
-        filter.allow_software = filter.name.is_some();
-        match GpuContext::new(&filter) {
+        Self::auto_with(&AdapterFilter::from_env(), GpuOptions::default())
+    }
+
+    /// Like [`Engine::auto`], with an explicit adapter filter and GPU options.
+    /// A filter that names an adapter (by name or index) may pick a software
+    /// one.
+    pub fn auto_with(filter: &AdapterFilter, options: GpuOptions) -> Result<Self> {
+        let mut filter = filter.clone();
+        filter.allow_software = filter.name.is_some() || filter.index.is_some();
+        match GpuContext::with_options(&filter, options) {
             Ok(context) => Ok(Self::with_context(Arc::new(context)).with_cpu_fallback(true)),
             Err(error) => {
                 log::debug!("auto backend: {error}");

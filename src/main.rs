@@ -23,16 +23,23 @@ enum Command {
     Train(Box<cli::train::TrainArgs>),
     /// List the GPU adapters and which one each --backend choice picks.
     Devices(cli::devices::DevicesArgs),
+    /// Check every kernel and rule against the f64 reference on one adapter,
+    /// or on all of them, and print a conformance table.
+    Selftest(cli::selftest::SelftestArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off"),
+    )
+    .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Aggregate(args) => cli::aggregate::run_aggregate(args),
         Command::Distances(args) => cli::aggregate::run_distances(args),
         Command::Train(args) => cli::train::run_train(*args),
         Command::Devices(args) => cli::devices::run_devices(args),
+        Command::Selftest(args) => cli::selftest::run_selftest(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -682,6 +682,7 @@ fn coordinate_stats_match_cpu() {
 #[test]
 fn adapter_filter_without_match() {
     let filter = AdapterFilter {
+        index: None,
         name: Some("no-such-adapter-name".to_string()),
         allow_software: true,
     };

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use byzagg::gpu::AdapterFilter;
+use byzagg::gpu::{AdapterFilter, GpuOptions};
 use byzagg::Engine;
 use clap::{Args, ValueEnum};
 
@@ -36,19 +36,57 @@ pub struct InputArgs {
     /// (vulkan, gl, metal, dx12); also read from BYZAGG_ADAPTER.
     #[arg(long, value_name = "NAME")]
     pub adapter: Option<String>,
+
+    /// Cap on the GPU buffers held at once, in bytes, with an optional K, M
+    /// or G suffix (powers of 1024), for example 512M. Inputs larger than
+    /// the cap are streamed through it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+}
+
+/// Parses a byte count such as `4096`, `64K`, `512M` or `2G`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let (digits, unit) = match trimmed.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => trimmed.split_at(at),
+        None => (trimmed, ""),
+    };
+    let multiplier: u64 = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "invalid size {text:?}: use bytes with an optional K, M or G suffix, such as 512M"
+            ))
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|value| value.checked_mul(multiplier))
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("invalid size {text:?}: use a positive number of bytes with an optional K, M or G suffix, such as 512M"))
 }
 
 impl InputArgs {
     /// Builds the engine that the options ask for.
     pub fn engine(&self) -> anyhow::Result<Engine> {
+        let mut filter = AdapterFilter::from_env();
         if let Some(name) = &self.adapter {
-            std::env::set_var("BYZAGG_ADAPTER", name);
+            filter.name = Some(name.clone());
         }
+        let options = GpuOptions {
+            memory_budget: self.max_memory,
+            ..GpuOptions::default()
+        };
         let engine = match self.backend {
-            BackendArg::Auto => Engine::auto()?,
+            BackendArg::Auto => Engine::auto_with(&filter, options)?,
             BackendArg::Cpu => Engine::cpu(),
             BackendArg::Reference => Engine::reference(),
-            BackendArg::Gpu => Engine::gpu_with_filter(&AdapterFilter::from_env())?,
+            BackendArg::Gpu => Engine::gpu_with(&filter, options)?,
         };
         Ok(engine)
     }

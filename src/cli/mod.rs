@@ -2,5 +2,6 @@
 
 pub mod aggregate;
 pub mod common;
-pub mod train;
 pub mod devices;
+pub mod selftest;
+pub mod train;

@@ -48,6 +48,7 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 /// enumerated wins a tie.
 pub(super) fn pick(infos: &[wgpu::AdapterInfo], filter: &AdapterFilter) -> Option<usize> {
     (0..infos.len())
+        .filter(|&i| filter.index.is_none_or(|wanted| wanted == i))
         .filter(|&i| matches(&infos[i], filter))
         .min_by_key(|&i| (rank(&infos[i]), i))
 }
@@ -123,10 +124,12 @@ pub fn list_adapters(name: Option<String>) -> AdapterListing {
         })
         .collect();
     let auto_filter = AdapterFilter {
+        index: None,
         allow_software: name.is_some(),
         name: name.clone(),
     };
     let gpu_filter = AdapterFilter {
+        index: None,
         name,
         allow_software: true,
     };

@@ -37,6 +37,9 @@ pub struct AdapterFilter {
     pub name: Option<String>,
     /// Whether software adapters such as lavapipe may be picked.
     pub allow_software: bool,
+    /// Position of the adapter in the `byzagg devices` listing, to pick one
+    /// of several adapters with the same name.
+    pub index: Option<usize>,
 }
 
 impl AdapterFilter {
@@ -48,6 +51,7 @@ impl AdapterFilter {
                 .ok()
                 .filter(|s| !s.is_empty()),
             allow_software: true,
+            index: None,
         }
     }
 }

@@ -1,0 +1,23 @@
+//! Helpers shared by the integration tests.
+
+use byzagg::gpu::{AdapterFilter, GpuOptions};
+use byzagg::Engine;
+
+/// Whether the environment demands a GPU adapter (`REQUIRE_GPU=1`).
+pub fn gpu_required() -> bool {
+    std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// The GPU engine on the adapter that `filter` picks, or `None` with a skip
+/// message when there is none. With `REQUIRE_GPU=1` a missing adapter fails
+/// the test instead.
+pub fn gpu_engine(filter: &AdapterFilter, what: &str) -> Option<Engine> {
+    match Engine::gpu_with(filter, GpuOptions::default()) {
+        Ok(engine) => Some(engine),
+        Err(error) if !gpu_required() => {
+            eprintln!("skipping {what}: {error} (set REQUIRE_GPU=1 to fail instead)");
+            None
+        }
+        Err(error) => panic!("REQUIRE_GPU=1 but no GPU engine for {what}: {error}"),
+    }
+}
