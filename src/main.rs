@@ -18,6 +18,8 @@ enum Command {
     Aggregate(cli::aggregate::AggregateArgs),
     /// Write the n×n squared-distance matrix of n gradients as float64 .npy.
     Distances(cli::aggregate::DistancesArgs),
+    /// Time a rule on each backend over generated gradients held in memory.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +28,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Aggregate(args) => cli::aggregate::run_aggregate(args),
         Command::Distances(args) => cli::aggregate::run_distances(args),
+        Command::Bench(args) => cli::bench::run_bench(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

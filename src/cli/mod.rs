@@ -1,3 +1,4 @@
 //! Argument structures and printing for each subcommand.
 
 pub mod aggregate;
+pub mod bench;
