@@ -186,6 +186,8 @@ struct PairSums {
     finite: Vec<bool>,
     /// The current block's sums, before the overflow check.
     block: Vec<f64>,
+    /// Whether each worker is finite in the current block.
+    block_finite: Vec<bool>,
 }
 
 impl PairSums {
@@ -194,6 +196,7 @@ impl PairSums {
             sums: vec![0.0; n * n],
             finite: vec![true; n],
             block: vec![0.0; n * n],
+            block_finite: vec![true; n],
         }
     }
 
@@ -330,13 +333,21 @@ impl Stages for CpuStages {
         let state = blocks.fold(
             || PairSums::new(n),
             |state, _, slices| {
-                // The finiteness check reads each row once before the pairs
-                // do, so it also brings the block into the cache.
-                let finite: Vec<bool> = slices
-                    .iter()
-                    .map(|s| kernels::finite(self.simd, s))
-                    .collect();
                 kernels::pair_sums(self.simd, slices, &mut state.block);
+                // A NaN or ±Inf coordinate makes every sum of its row
+                // non-finite, so only the rows of non-finite sums (and a lone
+                // worker, which has no pairs) need the explicit check, and
+                // the common case reads the block once.
+                let finite = &mut state.block_finite;
+                finite.fill(true);
+                for i in 0..n {
+                    let suspect = n == 1
+                        || (0..n)
+                            .any(|j| j != i && !state.block[i.min(j) * n + i.max(j)].is_finite());
+                    if suspect {
+                        finite[i] = kernels::finite(self.simd, slices[i]);
+                    }
+                }
                 for i in 0..n {
                     state.finite[i] &= finite[i];
                     for j in i + 1..n {
