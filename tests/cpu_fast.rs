@@ -183,6 +183,20 @@ fn distances_mark_non_finite_workers() {
     }
 }
 
+#[test]
+fn distances_mark_lone_non_finite_worker() {
+    let rows = vec![vec![1.0, f32::NAN, 2.0]];
+    for stages in levels() {
+        let fast = stages.sq_distances(&rows).unwrap();
+        assert_eq!(
+            fast[[0, 0]],
+            f64::INFINITY,
+            "{}: D[0][0]",
+            stages.simd().name()
+        );
+    }
+}
+
 /// Differences beyond 1.8e19 overflow f32 when squared; the fast path
 /// recomputes them in f64 and must match the reference.
 #[test]
