@@ -243,38 +243,55 @@ fn check_stat(stat: CoordinateStat, n: usize) -> Result<()> {
     }
 }
 
-/// One coordinate's order statistic by selection rather than sorting, with
-/// the semantics of [`order_stat`].
-fn select_stat(values: &mut [f32], stat: CoordinateStat) -> f32 {
-    let n = values.len();
+/// The integer whose order is f32's total order (`f32::total_cmp`): the
+/// magnitude bits of negative values are flipped so that they sort below.
+fn order_key(value: f32) -> i32 {
+    let bits = value.to_bits() as i32;
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
+}
+
+/// The inverse of [`order_key`] (the transform is its own inverse).
+fn from_order_key(key: i32) -> f32 {
+    f32::from_bits((key ^ (((key >> 31) as u32) >> 1) as i32) as u32)
+}
+
+/// One coordinate's order statistic over the [`order_key`]s of its values,
+/// by selection rather than sorting, with the semantics of [`order_stat`].
+/// `values` is scratch space of the same length.
+fn select_stat(keys: &mut [i32], values: &mut [f32], stat: CoordinateStat) -> f32 {
+    let n = keys.len();
     match stat {
         CoordinateStat::Median => {
-            let (lower, middle, _) = values.select_nth_unstable_by(n / 2, f32::total_cmp);
-            let upper = *middle;
+            let (lower, middle, _) = keys.select_nth_unstable(n / 2);
+            let upper = from_order_key(*middle);
             if n % 2 == 1 {
                 return upper;
             }
-            let below = lower
-                .iter()
-                .copied()
-                .max_by(f32::total_cmp)
-                .unwrap_or(upper);
+            let below = lower.iter().copied().max().map_or(upper, from_order_key);
             ((below as f64 + upper as f64) / 2.0) as f32
         }
         CoordinateStat::TrimmedMean { trim } => {
             let kept_len = n - 2 * trim;
             let rest = if trim > 0 {
-                values.select_nth_unstable_by(trim - 1, f32::total_cmp).2
+                keys.select_nth_unstable(trim - 1).2
             } else {
-                values
+                keys
             };
             if kept_len < rest.len() {
-                rest.select_nth_unstable_by(kept_len, f32::total_cmp);
+                rest.select_nth_unstable(kept_len);
             }
-            let kept = &rest[..kept_len];
-            (kept.iter().map(|&v| v as f64).sum::<f64>() / kept_len as f64) as f32
+            let sum: f64 = rest[..kept_len]
+                .iter()
+                .map(|&k| from_order_key(k) as f64)
+                .sum();
+            (sum / kept_len as f64) as f32
         }
-        CoordinateStat::MeanAroundMedian { .. } => order_stat(values, stat),
+        CoordinateStat::MeanAroundMedian { .. } => {
+            for (v, &k) in values.iter_mut().zip(keys.iter()) {
+                *v = from_order_key(k);
+            }
+            order_stat(values, stat)
+        }
     }
 }
 
@@ -442,14 +459,19 @@ impl Stages for CpuStages {
             .par_chunks_mut(blocks.len)
             .enumerate()
             .try_for_each_init(
-                || (Vec::new(), vec![0f32; n]),
-                |(scratch, values), (block, target)| -> Result<()> {
+                || (Vec::new(), Vec::new(), vec![0f32; n]),
+                |(scratch, columns, values), (block, target)| -> Result<()> {
                     let slices = blocks.slices(block, scratch)?;
-                    for (c, dst) in target.iter_mut().enumerate() {
-                        for (v, slice) in values.iter_mut().zip(&slices) {
-                            *v = slice[c];
+                    // Transposed to one contiguous column of n keys per
+                    // coordinate, reading each row sequentially.
+                    columns.resize(target.len() * n, 0i32);
+                    for (i, slice) in slices.iter().enumerate() {
+                        for (c, &v) in slice.iter().enumerate() {
+                            columns[c * n + i] = order_key(v);
                         }
-                        *dst = select_stat(values, stat);
+                    }
+                    for (dst, column) in target.iter_mut().zip(columns.chunks_exact_mut(n)) {
+                        *dst = select_stat(column, values, stat);
                     }
                     Ok(())
                 },
