@@ -16,6 +16,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cpu;
 mod engine;
 mod error;

@@ -26,6 +26,8 @@ enum Command {
     /// Check every kernel and rule against the f64 reference on one adapter,
     /// or on all of them, and print a conformance table.
     Selftest(cli::selftest::SelftestArgs),
+    /// Time a rule on each backend over generated gradients held in memory.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cli::train::run_train(*args),
         Command::Devices(args) => cli::devices::run_devices(args),
         Command::Selftest(args) => cli::selftest::run_selftest(args),
+        Command::Bench(args) => cli::bench::run_bench(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

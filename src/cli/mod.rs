@@ -1,6 +1,7 @@
 //! Argument structures and printing for each subcommand.
 
 pub mod aggregate;
+pub mod bench;
 pub mod common;
 pub mod devices;
 pub mod selftest;

@@ -1,0 +1,374 @@
+//! In-memory benchmarks of the backends, the library side of `byzagg bench`.
+//!
+//! [`run`] generates n seeded gradients in memory, aggregates them with one
+//! rule on each requested backend, and reports the median wall time with the
+//! rates derived from it. The `memory` pseudo-backend sums the same gradients
+//! with every thread, which measures the streaming read bandwidth that a
+//! memory-bound backend can reach at best.
+
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng};
+use rand_distr::StandardNormal;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::{Engine, Error, Result, Rule, RuleParams};
+
+/// The thing one row of a benchmark measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchBackend {
+    /// A multi-threaded sum over the gradients: the streaming read bandwidth.
+    Memory,
+    /// The f64 reference ([`Engine::reference`]).
+    Reference,
+    /// The fast CPU path ([`Engine::cpu`]).
+    Cpu,
+    /// The GPU backend ([`Engine::gpu`]).
+    Gpu,
+}
+
+impl BenchBackend {
+    /// Name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchBackend::Memory => "memory",
+            BenchBackend::Reference => "reference",
+            BenchBackend::Cpu => "cpu",
+            BenchBackend::Gpu => "gpu",
+        }
+    }
+}
+
+/// The benchmark to run: sizes, rule, backends and repeats.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// Number of workers n.
+    pub n: usize,
+    /// Gradient dimension d.
+    pub d: usize,
+    /// Rule name, as accepted by [`Rule::from_name`].
+    pub rule: String,
+    /// Byzantine workers tolerated; `None` picks [`default_f`].
+    pub f: Option<usize>,
+    /// Backends in the order measured and reported.
+    pub backends: Vec<BenchBackend>,
+    /// Timed runs per backend; the report gives their median.
+    pub repeats: usize,
+    /// Seed of the generated gradients.
+    pub seed: u64,
+}
+
+/// One backend's measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRow {
+    /// Backend name: `memory`, `reference`, `cpu` or `gpu`.
+    pub backend: &'static str,
+    /// The runner: the GPU adapter, or the CPU's SIMD level and thread count.
+    pub adapter: Option<String>,
+    /// The reason the backend could not run, if it could not. The timings
+    /// are then `None`.
+    pub unavailable: Option<String>,
+    /// Median wall time of one aggregation, in seconds.
+    pub median_s: Option<f64>,
+    /// Fastest of the timed runs, in seconds.
+    pub min_s: Option<f64>,
+    /// Gradient bytes read (n · d · 4) per median second, in 10⁹ bytes/s.
+    pub gb_per_s: Option<f64>,
+    /// [`BenchReport::flops`] per median second, in 10⁹ FLOP/s.
+    pub gflop_per_s: Option<f64>,
+    /// The reference's median time over this row's, when the reference ran.
+    pub speedup_vs_reference: Option<f64>,
+    /// This row's read rate over the `memory` row's, when that ran.
+    pub fraction_of_stream: Option<f64>,
+    /// Median host-to-device upload time, for backends that report it.
+    pub upload_s: Option<f64>,
+    /// Median kernel time, for backends that report it.
+    pub kernel_s: Option<f64>,
+    /// Workers the rule selected (empty for `memory` and for rules that
+    /// select none).
+    pub selected: Vec<usize>,
+}
+
+/// A whole benchmark run.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Number of workers.
+    pub n: usize,
+    /// Gradient dimension.
+    pub d: usize,
+    /// Rule name.
+    pub rule: String,
+    /// Byzantine workers tolerated.
+    pub f: usize,
+    /// Timed runs per backend.
+    pub repeats: usize,
+    /// Seed of the generated gradients.
+    pub seed: u64,
+    /// Threads in rayon's pool.
+    pub threads: usize,
+    /// Gradient bytes one aggregation reads at least once: n · d · 4.
+    pub bytes_read: u64,
+    /// Floating-point operations of one aggregation, for rules with a fixed
+    /// count: 3 per coordinate of every pair for the distances (subtract,
+    /// multiply, add) plus 2 per coordinate of every averaged worker.
+    pub flops: Option<f64>,
+    /// One row per backend, in the requested order.
+    pub rows: Vec<BenchRow>,
+}
+
+/// Parameters the benchmark passes to rules that need one: centered clipping
+/// gets τ = 1.
+fn bench_params() -> RuleParams {
+    RuleParams {
+        tau: Some(1.0),
+        ..RuleParams::default()
+    }
+}
+
+/// The largest f, at most (n − 3) / 2 (Krum's bound), that `rule` accepts
+/// for n workers; `rule`'s own error when it accepts none.
+pub fn default_f(rule: &str, n: usize, d: usize) -> Result<usize> {
+    let params = bench_params();
+    let mut f = n.saturating_sub(3) / 2;
+    loop {
+        let result = Rule::from_name(rule, f, n, &params).and_then(|r| r.validate(n, d));
+        match result {
+            Ok(()) => return Ok(f),
+            Err(error) if f == 0 => return Err(error),
+            Err(_) => f -= 1,
+        }
+    }
+}
+
+/// Checks `config` and builds its rule.
+pub fn validate(config: &BenchConfig) -> Result<Rule> {
+    if config.n == 0 {
+        return Err(Error::NoWorkers);
+    }
+    let invalid = |name: &'static str, value: usize, fix: &str| Error::InvalidParameter {
+        rule: "bench",
+        name,
+        value: value.to_string(),
+        fix: fix.to_string(),
+    };
+    if config.d == 0 {
+        return Err(invalid("d", 0, "choose a dimension d of at least 1"));
+    }
+    if config.repeats == 0 {
+        return Err(invalid("repeats", 0, "choose at least 1 timed run"));
+    }
+    let f = match config.f {
+        Some(f) => f,
+        None => default_f(&config.rule, config.n, config.d)?,
+    };
+    let rule = Rule::from_name(&config.rule, f, config.n, &bench_params())?;
+    rule.validate(config.n, config.d)?;
+    Ok(rule)
+}
+
+/// n seeded gradients of dimension d: worker i draws N(0, 1) coordinates from
+/// its own generator, and the first `byzantine` workers are shifted by +4 so
+/// that a robust rule has something to reject.
+pub fn generate(n: usize, d: usize, byzantine: usize, seed: u64) -> Result<Vec<Vec<f32>>> {
+    let mut rows = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut row: Vec<f32> = Vec::new();
+        row.try_reserve_exact(d)
+            .map_err(|_| Error::InvalidParameter {
+                rule: "bench",
+                name: "d",
+                value: d.to_string(),
+                fix: format!("{n} × {d} f32 values do not fit in memory; lower n or d"),
+            })?;
+        rows.push(row);
+    }
+    rows.par_iter_mut().enumerate().for_each(|(i, row)| {
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(
+            seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let shift = if i < byzantine { 4.0 } else { 0.0 };
+        row.extend((0..d).map(|_| rng.sample::<f32, _>(StandardNormal) + shift));
+    });
+    Ok(rows)
+}
+
+/// Floating-point operations of one aggregation with `rule`, for the rules
+/// whose count does not depend on the data.
+pub fn flops(rule: &Rule, n: usize, d: usize) -> Option<f64> {
+    let pairs = (n * (n - 1) / 2) as f64;
+    let distances = 3.0 * pairs * d as f64;
+    match rule {
+        Rule::Krum { .. } => Some(distances),
+        Rule::MultiKrum { m, .. } => Some(distances + 2.0 * (*m * d) as f64),
+        Rule::Mean { .. } => Some(2.0 * (n * d) as f64),
+        _ => None,
+    }
+}
+
+/// The median of `times`, which is not empty.
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let mid = times.len() / 2;
+    if times.len() % 2 == 1 {
+        times[mid]
+    } else {
+        (times[mid - 1] + times[mid]) / 2.0
+    }
+}
+
+/// Wall times of `repeats` calls of `run` after `warmup` untimed calls, and
+/// the output of the last call.
+fn time_runs<T>(
+    repeats: usize,
+    warmup: usize,
+    mut run: impl FnMut() -> Result<T>,
+) -> Result<(Vec<f64>, T)> {
+    for _ in 0..warmup {
+        run()?;
+    }
+    let mut times = Vec::with_capacity(repeats);
+    let mut last = None;
+    for _ in 0..repeats {
+        let start = Instant::now();
+        let output = run()?;
+        times.push(start.elapsed().as_secs_f64());
+        last = Some(output);
+    }
+    let last = last.expect("repeats ≥ 1 is validated");
+    Ok((times, last))
+}
+
+/// Sums every gradient with all threads, for the streaming read bandwidth.
+fn stream_sum(grads: &[Vec<f32>]) -> f64 {
+    const PIECE: usize = 1 << 16;
+    grads
+        .par_iter()
+        .flat_map(|row| row.par_chunks(PIECE))
+        .map(crate::cpu::fast::sum)
+        .sum()
+}
+
+fn empty_row(backend: BenchBackend) -> BenchRow {
+    BenchRow {
+        backend: backend.name(),
+        adapter: None,
+        unavailable: None,
+        median_s: None,
+        min_s: None,
+        gb_per_s: None,
+        gflop_per_s: None,
+        speedup_vs_reference: None,
+        fraction_of_stream: None,
+        upload_s: None,
+        kernel_s: None,
+        selected: Vec::new(),
+    }
+}
+
+fn cpu_adapter() -> String {
+    format!(
+        "{}, {} threads",
+        crate::cpu::CpuStages::new().simd().name(),
+        rayon::current_num_threads()
+    )
+}
+
+/// Aggregates with `engine`, timed; the first run is a warm-up unless the
+/// engine is the reference, whose runs are long.
+fn measure_engine(
+    engine: &Engine,
+    rule: &Rule,
+    grads: &[Vec<f32>],
+    repeats: usize,
+    row: &mut BenchRow,
+) -> Result<()> {
+    let warmup = usize::from(engine.kind() != crate::BackendKind::Reference);
+    let (mut times, output) = time_runs(repeats, warmup, || engine.aggregate(rule, grads))?;
+    row.min_s = times.iter().copied().reduce(f64::min);
+    row.median_s = Some(median(&mut times));
+    row.selected = output.selected;
+    Ok(())
+}
+
+fn measure(
+    backend: BenchBackend,
+    rule: &Rule,
+    grads: &[Vec<f32>],
+    repeats: usize,
+) -> Result<BenchRow> {
+    let mut row = empty_row(backend);
+    match backend {
+        BenchBackend::Memory => {
+            row.adapter = Some(format!("{} threads", rayon::current_num_threads()));
+            let (mut times, _) = time_runs(repeats, 1, || Ok(stream_sum(grads)))?;
+            row.min_s = times.iter().copied().reduce(f64::min);
+            row.median_s = Some(median(&mut times));
+        }
+        BenchBackend::Reference => {
+            measure_engine(&Engine::reference(), rule, grads, repeats, &mut row)?
+        }
+        BenchBackend::Cpu => {
+            row.adapter = Some(cpu_adapter());
+            measure_engine(&Engine::cpu(), rule, grads, repeats, &mut row)?;
+        }
+        BenchBackend::Gpu => match Engine::gpu() {
+            Ok(engine) => {
+                row.adapter = engine.adapter();
+                // TODO: fill upload_s and kernel_s once the GPU backend
+                // reports its upload and kernel times; today only the total
+                // wall time is measured.
+                measure_engine(&engine, rule, grads, repeats, &mut row)?;
+            }
+            Err(error) => row.unavailable = Some(error.to_string()),
+        },
+    }
+    Ok(row)
+}
+
+/// Runs the benchmark that `config` describes.
+pub fn run(config: &BenchConfig) -> Result<BenchReport> {
+    let rule = validate(config)?;
+    let (n, d) = (config.n, config.d);
+    let grads = generate(n, d, rule.f(), config.seed)?;
+    let bytes_read = (n * d * std::mem::size_of::<f32>()) as u64;
+    let flops = flops(&rule, n, d);
+
+    let mut rows = Vec::with_capacity(config.backends.len());
+    for &backend in &config.backends {
+        log::info!("bench: measuring {} on n = {n}, d = {d}", backend.name());
+        rows.push(measure(backend, &rule, &grads, config.repeats)?);
+    }
+
+    let median_of = |name: &str| {
+        rows.iter()
+            .find(|r| r.backend == name)
+            .and_then(|r| r.median_s)
+    };
+    let reference = median_of("reference");
+    let stream = median_of("memory");
+    for row in &mut rows {
+        let Some(seconds) = row.median_s else {
+            continue;
+        };
+        row.gb_per_s = Some(bytes_read as f64 / seconds / 1e9);
+        if row.backend != "memory" {
+            row.gflop_per_s = flops.map(|count| count / seconds / 1e9);
+            row.speedup_vs_reference = reference.map(|r| r / seconds);
+            row.fraction_of_stream = stream.map(|s| s / seconds);
+        }
+    }
+
+    Ok(BenchReport {
+        n,
+        d,
+        rule: rule.name().to_string(),
+        f: rule.f(),
+        repeats: config.repeats,
+        seed: config.seed,
+        threads: rayon::current_num_threads(),
+        bytes_read,
+        flops,
+        rows,
+    })
+}
