@@ -8,7 +8,7 @@ use crate::cpu::CpuStages;
 use crate::gpu::{AdapterFilter, GpuContext, GpuOptions, GpuStages};
 use crate::gradients::validate_shape;
 use crate::stages::Stages;
-use crate::{GradientSource, PreAggregation, Result, Rule};
+use crate::{Error, GradientSource, PreAggregation, Result, Rule};
 
 /// The output of an aggregation and the evidence behind it.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +74,7 @@ enum Backend {
 pub struct Engine {
     backend: Backend,
     cpu_fallback: bool,
+    memory_budget: Option<u64>,
 }
 
 /// Lets a generic, possibly unsized source be passed on as a trait object.
@@ -103,6 +104,7 @@ impl Engine {
         Self {
             backend: Backend::Reference,
             cpu_fallback: false,
+            memory_budget: None,
         }
     }
 
@@ -111,6 +113,7 @@ impl Engine {
         Self {
             backend: Backend::Cpu(CpuStages::new()),
             cpu_fallback: false,
+            memory_budget: None,
         }
     }
 
@@ -139,6 +142,7 @@ impl Engine {
         Self {
             backend: Backend::Gpu(GpuStages::new(context)),
             cpu_fallback: false,
+            memory_budget: None,
         }
     }
 
@@ -174,6 +178,47 @@ impl Engine {
     pub fn with_cpu_fallback(mut self, enabled: bool) -> Self {
         self.cpu_fallback = enabled;
         self
+    }
+
+    /// Caps the host memory that a call may hold in proportion to n·d, in
+    /// bytes. The fast CPU and GPU paths stream the gradients in blocks and
+    /// need such memory only for the mixed vectors of nearest-neighbour
+    /// mixing (n·d·4 bytes); the f64 reference holds every gradient
+    /// (n·d·8 bytes, twice that with mixing). A call over the cap fails with
+    /// [`crate::Error::MemoryBudget`]. GPU buffers have their own cap,
+    /// [`crate::gpu::GpuOptions::memory_budget`].
+    pub fn with_memory_budget(mut self, bytes: Option<u64>) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Fails when the host memory a call needs exceeds the budget.
+    fn check_host_memory(&self, n: usize, d: usize, pre: Option<PreAggregation>) -> Result<()> {
+        let Some(budget) = self.memory_budget else {
+            return Ok(());
+        };
+        let values = (n as u64).saturating_mul(d as u64);
+        let (what, needed) = match (self.kind(), pre) {
+            (BackendKind::Reference, None) => {
+                ("the f64 reference's copy of the gradients", values * 8)
+            }
+            (BackendKind::Reference, Some(_)) => (
+                "the f64 reference's copy of the gradients and their mixed vectors",
+                values * 16,
+            ),
+            (_, Some(PreAggregation::Nnm)) => {
+                ("the mixed vectors of nearest-neighbour mixing", values * 4)
+            }
+            (_, None) => return Ok(()),
+        };
+        if needed > budget {
+            return Err(Error::MemoryBudget {
+                what: format!("{what} ({n} workers × {d} coordinates)"),
+                needed,
+                budget,
+            });
+        }
+        Ok(())
     }
 
     /// Runs `call` on this engine's stages, and again on the CPU when the GPU
@@ -238,6 +283,8 @@ impl Engine {
         grads: &G,
     ) -> Result<Aggregation> {
         let grads = Dyn(grads);
+        let (n, d) = validate_shape(&grads)?;
+        self.check_host_memory(n, d, pre)?;
         match self.run(|stages| crate::pipeline::aggregate(stages, rule, pre, &grads)) {
             None => crate::cpu::reference::aggregate(rule, pre, &grads),
             Some(result) => result,
@@ -251,7 +298,8 @@ impl Engine {
         grads: &G,
     ) -> Result<Array2<f64>> {
         let grads = Dyn(grads);
-        validate_shape(&grads)?;
+        let (n, d) = validate_shape(&grads)?;
+        self.check_host_memory(n, d, None)?;
         match self.run(|stages| stages.sq_distances(&grads)) {
             None => crate::cpu::reference::sq_distances(&grads),
             Some(result) => result,

@@ -1,6 +1,8 @@
 //! The `byzagg aggregate` and `byzagg distances` commands on real .npy files:
 //! every input layout, the report, and every bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -602,4 +604,128 @@ fn gpu_backend_without_adapter_names_the_fix() {
     assert!(message.contains("no GPU adapter found"), "{message}");
     assert!(message.contains("mesa-vulkan-drivers"), "{message}");
     assert!(!dir.path().join("out.npy").exists());
+}
+
+/// Nine workers of 250,000 coordinates (9 MB of float32), with worker 2 an
+/// outlier.
+fn large_sample() -> Array2<f32> {
+    Array2::from_shape_fn((9, 250_000), |(i, c)| {
+        let value = ((i * 31 + c * 17) % 101) as f32 * 1e-3;
+        if i == 2 {
+            value + 5.0
+        } else {
+            value
+        }
+    })
+}
+
+#[test]
+fn input_larger_than_memory_cap_aggregates() {
+    let dir = TempDir::new().unwrap();
+    let matrix = large_sample();
+    write_npy(dir.path().join("big.npy"), &matrix).unwrap();
+    let rows: Vec<Vec<f32>> = matrix.rows().into_iter().map(|r| r.to_vec()).collect();
+    let expected = Engine::reference()
+        .aggregate(&Rule::MultiKrum { f: 2, m: 5 }, &rows)
+        .unwrap();
+
+    let mut backends = vec!["cpu"];
+    if common::gpu_engine(
+        &byzagg::gpu::AdapterFilter::from_env(),
+        "the GPU memory cap",
+    )
+    .is_some()
+    {
+        backends.push("gpu");
+    }
+    for backend in backends {
+        let args = [
+            "aggregate",
+            "--rule",
+            "multi-krum",
+            "--f",
+            "2",
+            "--m",
+            "5",
+            "--max-memory",
+            "1M",
+            "--backend",
+            backend,
+            "--input",
+            "big.npy",
+            "--output",
+            "out.npy",
+            "--report",
+            "report.json",
+        ];
+        run_ok(dir.path(), &args);
+        let vector: Array1<f32> = read_npy(dir.path().join("out.npy")).unwrap();
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+                .unwrap();
+        let selected: Vec<usize> = serde_json::from_value(report["selected"].clone()).unwrap();
+        assert_eq!(selected, expected.selected, "backend {backend}");
+        for (c, (got, want)) in vector.iter().zip(&expected.vector).enumerate() {
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "backend {backend}: coordinate {c}: {got} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
+fn reference_over_memory_cap_is_rejected() {
+    let dir = TempDir::new().unwrap();
+    write_npy(dir.path().join("big.npy"), &large_sample()).unwrap();
+    let output = byzagg(
+        &[
+            "aggregate",
+            "--f",
+            "2",
+            "--max-memory",
+            "1M",
+            "--backend",
+            "reference",
+            "--input",
+            "big.npy",
+            "--output",
+            "out.npy",
+        ],
+        dir.path(),
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("memory budget of 1048576 bytes"),
+        "{message}"
+    );
+    assert!(message.contains("raise --max-memory"), "{message}");
+    assert!(!dir.path().join("out.npy").exists());
+}
+
+#[test]
+fn max_memory_rejects_bad_sizes() {
+    let dir = TempDir::new().unwrap();
+    write_sample(dir.path());
+    for size in ["0", "-5", "12Q", "lots"] {
+        let output = byzagg(
+            &[
+                "aggregate",
+                "--max-memory",
+                size,
+                "--input",
+                "g.npy",
+                "--output",
+                "out.npy",
+            ],
+            dir.path(),
+        );
+        assert!(!output.status.success(), "size {size}");
+        assert!(
+            stderr(&output).contains("invalid size"),
+            "size {size}: {}",
+            stderr(&output)
+        );
+    }
 }

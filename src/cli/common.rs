@@ -37,10 +37,11 @@ pub struct InputArgs {
     #[arg(long, value_name = "NAME")]
     pub adapter: Option<String>,
 
-    /// Cap on the GPU buffers held at once, in bytes, with an optional K, M
-    /// or G suffix (powers of 1024), for example 512M. Inputs larger than
-    /// the cap are streamed through it.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    /// Cap on the memory held at once, in bytes with an optional K, M or G
+    /// suffix (powers of 1024), for example 512M: GPU buffers, and host
+    /// buffers that grow with the input. Inputs larger than the cap are
+    /// memory-mapped and streamed through it.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, allow_hyphen_values = true)]
     pub max_memory: Option<u64>,
 }
 
@@ -88,7 +89,7 @@ impl InputArgs {
             BackendArg::Reference => Engine::reference(),
             BackendArg::Gpu => Engine::gpu_with(&filter, options)?,
         };
-        Ok(engine)
+        Ok(engine.with_memory_budget(self.max_memory))
     }
 
     /// Fails if `output` is one of the input files, which writing would destroy.

@@ -61,9 +61,13 @@ impl BufferPool {
         self.budget
     }
 
-    /// A buffer with `usage` and at least `size` bytes: a free one of at most
-    /// twice that size, or a new one. Free buffers are destroyed, oldest
-    /// first, when a new one would exceed the budget.
+    /// A buffer with `usage` and at least `size` bytes: a free one of the same
+    /// pooled size, or a new one. Free buffers are destroyed, oldest first,
+    /// when a new one would exceed the budget.
+    ///
+    /// Reuse is by exact pooled size so that the buffers in use are exactly
+    /// what the slice planner budgeted: reusing a larger buffer could push a
+    /// call over the budget.
     pub fn take<'a>(
         &'a self,
         device: &wgpu::Device,
@@ -78,7 +82,7 @@ impl BufferPool {
         let reusable = state
             .free
             .iter()
-            .position(|b| b.usage() == usage && b.size() >= size && b.size() <= 2 * size);
+            .position(|b| b.usage() == usage && b.size() == size);
         if let Some(index) = reusable {
             let buffer = state.free.swap_remove(index);
             return Ok(PooledBuffer {
