@@ -95,7 +95,11 @@ impl<'a> Blocks<'a> {
         let (n, d) = validate_shape(grads)?;
         Ok(Self {
             grads,
-            rows: (0..n).map(|i| grads.row(i)).collect(),
+            // A lent row of the wrong length is read through read_into
+            // instead, so that slicing it cannot panic.
+            rows: (0..n)
+                .map(|i| grads.row(i).filter(|row| row.len() == d))
+                .collect(),
             d,
             len: block_len(n),
         })
