@@ -143,21 +143,22 @@ pub fn default_f(rule: &str, n: usize, d: usize) -> Result<usize> {
 
 /// Checks `config` and builds its rule.
 pub fn validate(config: &BenchConfig) -> Result<Rule> {
-    if config.n == 0 {
-        return Err(Error::NoWorkers);
-    }
     let invalid = |name: &'static str, value: usize, fix: &str| Error::InvalidParameter {
         rule: "bench",
         name,
         value: value.to_string(),
         fix: fix.to_string(),
     };
+    if config.n == 0 {
+        return Err(invalid("n", 0, "choose at least 1 worker"));
+    }
     if config.d == 0 {
         return Err(invalid("d", 0, "choose a dimension d of at least 1"));
     }
     if config.repeats == 0 {
         return Err(invalid("repeats", 0, "choose at least 1 timed run"));
     }
+    check_memory(config)?;
     let f = match config.f {
         Some(f) => f,
         None => default_f(&config.rule, config.n, config.d)?,
@@ -165,6 +166,55 @@ pub fn validate(config: &BenchConfig) -> Result<Rule> {
     let rule = Rule::from_name(&config.rule, f, config.n, &bench_params())?;
     rule.validate(config.n, config.d)?;
     Ok(rule)
+}
+
+/// Bytes of memory available to new allocations, where the OS reports it
+/// (`MemAvailable` of /proc/meminfo on Linux).
+fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Rejects sizes whose gradients (plus the reference's f64 copy, when it
+/// runs) would not fit in the available memory, before any allocation.
+fn check_memory(config: &BenchConfig) -> Result<()> {
+    let too_large = || Error::InvalidParameter {
+        rule: "bench",
+        name: "d",
+        value: config.d.to_string(),
+        fix: format!(
+            "{} × {} f32 values do not fit in memory; lower n or d",
+            config.n, config.d
+        ),
+    };
+    let values = (config.n as u64)
+        .checked_mul(config.d as u64)
+        .ok_or_else(too_large)?;
+    let copies = if config.backends.contains(&BenchBackend::Reference) {
+        3
+    } else {
+        1
+    };
+    let needed = values.checked_mul(4 * copies).ok_or_else(too_large)?;
+    match available_memory() {
+        Some(available) if needed > available => {
+            Err(Error::InvalidParameter {
+                rule: "bench",
+                name: "d",
+                value: config.d.to_string(),
+                fix: format!(
+                "n = {} × d = {} needs about {needed} bytes{}, more than the {available} bytes \
+                 of available memory; lower n or d",
+                config.n,
+                config.d,
+                if copies > 1 { " with the reference's f64 copy" } else { "" }
+            ),
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// n seeded gradients of dimension d: worker i draws N(0, 1) coordinates from
@@ -337,7 +387,16 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     let mut rows = Vec::with_capacity(config.backends.len());
     for &backend in &config.backends {
         log::info!("bench: measuring {} on n = {n}, d = {d}", backend.name());
-        rows.push(measure(backend, &rule, &grads, config.repeats)?);
+        // A backend that fails (for example a rule the reference lacks)
+        // becomes an unavailable row, so the others are still measured.
+        let row = measure(backend, &rule, &grads, config.repeats).unwrap_or_else(|error| {
+            log::warn!("bench: {} failed: {error}", backend.name());
+            BenchRow {
+                unavailable: Some(error.to_string()),
+                ..empty_row(backend)
+            }
+        });
+        rows.push(row);
     }
 
     let median_of = |name: &str| {

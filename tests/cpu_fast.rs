@@ -542,3 +542,22 @@ fn cli_bench_rejects_unknown_backend() {
     assert!(!output.status.success(), "backend tpu was accepted");
     assert!(stderr.contains("tpu"), "unclear message: {stderr}");
 }
+
+#[test]
+fn cli_bench_rejects_oversized_gradients() {
+    let output = byzagg()
+        .args([
+            "bench",
+            "--n",
+            "1000000",
+            "--d",
+            "1000000000",
+            "--backends",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "4 PB of gradients were accepted");
+    assert!(stderr.contains("lower n or d"), "unclear message: {stderr}");
+}

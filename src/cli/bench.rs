@@ -119,12 +119,12 @@ fn cell(value: Option<f64>, decimals: usize, unit: &str) -> String {
 
 fn print_table(report: &BenchReport) {
     println!(
-        "{} on n = {}, d = {}, f = {}: {} MB of gradients, median of {} runs, {} threads",
+        "{} on n = {}, d = {}, f = {}: {:.1} MB of gradients, median of {} runs, {} threads",
         report.rule,
         report.n,
         report.d,
         report.f,
-        report.bytes_read / 1_000_000,
+        report.bytes_read as f64 / 1e6,
         report.repeats,
         report.threads
     );

@@ -2,9 +2,8 @@
 //! inner loops accumulated in f64.
 //!
 //! The coordinates are cut into blocks small enough that one block of all n
-//! rows stays in the L2 cache, so every pair of workers is computed on a
-//! block while it is there and each gradient is read from memory once per
-//! call. Blocks are spread over rayon's thread pool, each thread summing its
+//! rows stays in the L2 cache. Every pair of workers is computed on a block
+//! while it is there, so each gradient is read from memory once per call. Blocks are spread over rayon's thread pool, each thread summing its
 //! own n×n partial matrix in f64, and the partial matrices are added at the
 //! end. Within a block the kernels in [`kernels`] use 4×4 tiles of worker
 //! pairs and f32 lanes that are summed in f64 every
@@ -54,21 +53,21 @@ impl Default for CpuStages {
 }
 
 impl CpuStages {
-    /// A CPU backend using rayon's global thread pool and the best SIMD level
-    /// this CPU supports.
+    /// Creates a CPU backend on rayon's global thread pool with the best SIMD
+    /// level this CPU supports.
     pub fn new() -> Self {
         Self {
             simd: SimdLevel::detect(),
         }
     }
 
-    /// A CPU backend whose kernels use `simd`, or `None` if this CPU lacks
-    /// it. Meant for tests and benchmarks that compare the levels.
+    /// Creates a CPU backend whose kernels use `simd`, or returns `None` if
+    /// this CPU lacks it. Meant for tests and benchmarks that compare levels.
     pub fn with_simd(simd: SimdLevel) -> Option<Self> {
         simd.is_supported().then_some(Self { simd })
     }
 
-    /// The SIMD level the kernels run with.
+    /// Returns the SIMD level the kernels run with.
     pub fn simd(&self) -> SimdLevel {
         self.simd
     }
@@ -96,7 +95,11 @@ impl<'a> Blocks<'a> {
         let (n, d) = validate_shape(grads)?;
         Ok(Self {
             grads,
-            rows: (0..n).map(|i| grads.row(i)).collect(),
+            // A lent row of the wrong length is read through read_into
+            // instead, so that slicing it cannot panic.
+            rows: (0..n)
+                .map(|i| grads.row(i).filter(|row| row.len() == d))
+                .collect(),
             d,
             len: block_len(n),
         })
@@ -111,7 +114,7 @@ impl<'a> Blocks<'a> {
         start..(start + self.len).min(self.d)
     }
 
-    /// Every worker's coordinates of `block`.
+    /// Returns every worker's coordinates of `block`.
     fn slices<'s>(&'s self, block: usize, scratch: &'s mut Vec<f32>) -> Result<Vec<&'s [f32]>> {
         let range = self.range(block);
         let len = range.len();
@@ -243,14 +246,15 @@ fn check_stat(stat: CoordinateStat, n: usize) -> Result<()> {
     }
 }
 
-/// The integer whose order is f32's total order (`f32::total_cmp`): the
-/// magnitude bits of negative values are flipped so that they sort below.
+/// Maps a value to an integer whose order is f32's total order
+/// (`f32::total_cmp`). The magnitude bits of negative values are flipped so
+/// that they sort below.
 fn order_key(value: f32) -> i32 {
     let bits = value.to_bits() as i32;
     bits ^ (((bits >> 31) as u32) >> 1) as i32
 }
 
-/// The inverse of [`order_key`] (the transform is its own inverse).
+/// Inverts [`order_key`] (the transform is its own inverse).
 fn from_order_key(key: i32) -> f32 {
     f32::from_bits((key ^ (((key >> 31) as u32) >> 1) as i32) as u32)
 }
@@ -258,6 +262,10 @@ fn from_order_key(key: i32) -> f32 {
 /// One coordinate's order statistic over the [`order_key`]s of its values,
 /// by selection rather than sorting, with the semantics of [`order_stat`].
 /// `values` is scratch space of the same length.
+///
+/// TODO: for a few dozen workers std's selection costs over 100 ns per
+/// coordinate because its branches mispredict. A sorting network would bring
+/// the median closer to the memory bound.
 fn select_stat(keys: &mut [i32], values: &mut [f32], stat: CoordinateStat) -> f32 {
     let n = keys.len();
     match stat {
