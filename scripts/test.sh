@@ -29,6 +29,11 @@ if ((${#missing[@]} > 0)); then
 fi
 
 export REQUIRE_GPU=1
+# Mesa's EGL complains on every adapter enumeration when this is unset.
+if [[ -z ${XDG_RUNTIME_DIR:-} ]]; then
+    export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/byzagg-runtime-$(id -u)"
+    mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+fi
 export RUST_BACKTRACE=1
 cargo fmt --check
 cargo test --locked -- --test-threads 2

@@ -84,6 +84,20 @@ pub struct GpuContext {
     logged_slice_len: AtomicUsize,
 }
 
+/// Maps a failed wait to an error. A wait on a submission that never took
+/// place means the queue rejected it, which happens once the device is lost
+/// or destroyed, sometimes before the device-lost callback has run.
+fn poll_error(error: wgpu::PollError) -> Error {
+    match error {
+        wgpu::PollError::WrongSubmissionIndex(..) => Error::DeviceLost {
+            message: format!("the GPU rejected submitted work ({error})"),
+        },
+        other => Error::Gpu {
+            message: format!("waiting for the GPU failed: {other}"),
+        },
+    }
+}
+
 /// Runs a future to completion; the one place the library blocks on wgpu.
 fn block_on<F: Future>(future: F) -> F::Output {
     pollster::block_on(future)
@@ -234,9 +248,7 @@ impl GpuContext {
     fn wait_idle(&self) -> Result<()> {
         let waited = self.device.poll(wgpu::PollType::wait_indefinitely());
         self.check_lost()?;
-        waited.map(|_| ()).map_err(|error| Error::Gpu {
-            message: format!("waiting for the GPU failed: {error}"),
-        })
+        waited.map(|_| ()).map_err(poll_error)
     }
 
     /// Blocks until submission `index` has finished.
@@ -246,9 +258,7 @@ impl GpuContext {
             timeout: None,
         });
         self.check_lost()?;
-        waited.map(|_| ()).map_err(|error| Error::Gpu {
-            message: format!("waiting for the GPU failed: {error}"),
-        })
+        waited.map(|_| ()).map_err(poll_error)
     }
 
     /// Logs the slice length at info when it differs from the last one logged.
