@@ -20,6 +20,8 @@
 //! On the data used here (seeds in each failure message) the differences
 //! measured stay below 1e-7 · scale.
 
+mod common;
+
 use byzagg::{Aggregation, Engine, Error, PreAggregation, Rule};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -349,23 +351,10 @@ fn nnm_composed_matches_reference() {
     check_group(&Engine::cpu(), "nnm");
 }
 
-/// Builds the GPU engine, or returns `None` with a message when no adapter
-/// exists. With `REQUIRE_GPU=1` a missing adapter fails the test instead.
-fn gpu_engine() -> Option<Engine> {
-    let required = std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1");
-    match Engine::gpu() {
-        Ok(engine) => Some(engine),
-        Err(error @ Error::NoAdapter { .. }) if !required => {
-            eprintln!("skipping GPU rule checks: {error} (set REQUIRE_GPU=1 to fail instead)");
-            None
-        }
-        Err(error) => panic!("no GPU engine: {error}"),
-    }
-}
-
 #[test]
 fn gpu_rules_match_reference() {
-    let Some(engine) = gpu_engine() else {
+    let filter = byzagg::gpu::AdapterFilter::from_env();
+    let Some(engine) = common::gpu_engine(&filter, "the GPU rule checks") else {
         return;
     };
     for group in CASE_GROUPS {
