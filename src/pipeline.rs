@@ -99,9 +99,16 @@ fn aggregate_rule(
             let scores = stages.scores(&sq_distances, n - f - 2)?;
             // At least n − f ≥ f + 3 workers are finite, so a choice exists.
             let chosen = lowest_finite(stages, rule, &scores, &out.non_finite, 1)?;
-            let mut vector = vec![0f32; grads.len_of(0)];
-            grads.read_into(chosen[0], 0, &mut vector)?;
-            out.vector = vector;
+            // A borrowed row is copied in one pass; zeroing a buffer first
+            // would touch every page twice.
+            out.vector = match grads.row(chosen[0]) {
+                Some(row) => row.to_vec(),
+                None => {
+                    let mut vector = vec![0f32; grads.len_of(0)];
+                    grads.read_into(chosen[0], 0, &mut vector)?;
+                    vector
+                }
+            };
             out.selected = chosen;
             out.scores = Some(scores);
             Ok(out)
