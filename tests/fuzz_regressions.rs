@@ -17,7 +17,7 @@ use tempfile::TempDir;
 fn npy_bytes(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
     let length_bytes = if version == 1 { 2 } else { 4 };
     let mut header = dict.as_bytes().to_vec();
-    while (8 + length_bytes + header.len() + 1) % 64 != 0 {
+    while !(8 + length_bytes + header.len() + 1).is_multiple_of(64) {
         header.push(b' ');
     }
     header.push(b'\n');
@@ -45,12 +45,18 @@ fn bad_file_message(bytes: &[u8]) -> String {
     let dir = TempDir::new().unwrap();
     let path = write(&dir, "grads.npy", bytes);
     match NpyFile::open(&path) {
-        Err(Error::BadFile { path: named, message }) => {
+        Err(Error::BadFile {
+            path: named,
+            message,
+        }) => {
             assert_eq!(named, path, "the error names the file");
             message
         }
         Err(other) => panic!("expected Error::BadFile, got {other:?}"),
-        Ok(file) => panic!("expected Error::BadFile, the file opened with shape {:?}", file.shape()),
+        Ok(file) => panic!(
+            "expected Error::BadFile, the file opened with shape {:?}",
+            file.shape()
+        ),
     }
 }
 
@@ -194,7 +200,11 @@ fn npy_versions_2_and_3_read_like_version_1() {
     let values = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
     for version in [1, 2, 3] {
         let dir = TempDir::new().unwrap();
-        let path = write(&dir, "grads.npy", &npy_bytes(version, PLAIN_DICT, &f32_data(&values)));
+        let path = write(
+            &dir,
+            "grads.npy",
+            &npy_bytes(version, PLAIN_DICT, &f32_data(&values)),
+        );
         let grads = NpyGradients::open(&[path]).unwrap();
         assert_eq!(grads.workers(), 2, "version {version}");
         let mut row = vec![0f32; 3];
@@ -244,7 +254,11 @@ fn saved_npy_reader_inputs_do_not_panic() {
 /// turn from `bits`, read as f32 bit patterns.
 fn rows_from_bits(n: usize, d: usize, bits: &[u32]) -> Vec<Vec<f32>> {
     (0..n)
-        .map(|i| (0..d).map(|c| f32::from_bits(bits[(i * d + c) % bits.len()])).collect())
+        .map(|i| {
+            (0..d)
+                .map(|c| f32::from_bits(bits[(i * d + c) % bits.len()]))
+                .collect()
+        })
         .collect()
 }
 

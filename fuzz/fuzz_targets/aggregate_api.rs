@@ -41,7 +41,13 @@ fn score_tolerance(rows: &[Vec<f32>], i: usize, neighbours: usize, score: f64) -
     (1e-4 * score.abs()).max(1e-6 * (neighbours as f64 * sq_norm(&rows[i]) + others))
 }
 
-fn acceptable_swap(rows: &[Vec<f32>], neighbours: usize, scores: &[f64], got: usize, want: usize) -> bool {
+fn acceptable_swap(
+    rows: &[Vec<f32>],
+    neighbours: usize,
+    scores: &[f64],
+    got: usize,
+    want: usize,
+) -> bool {
     let gap = scores[got] - scores[want];
     gap.is_finite()
         && gap
@@ -64,7 +70,10 @@ fn mean_of(rows: &[Vec<f32>], workers: &[usize], c: usize) -> f64 {
 
 fn check_selection(rows: &[Vec<f32>], rule: &Rule, got: &Aggregation, want: &Aggregation) {
     let neighbours = rows.len() - rule.f() - 2;
-    let scores = want.scores.as_ref().expect("the Krum family reports scores");
+    let scores = want
+        .scores
+        .as_ref()
+        .expect("the Krum family reports scores");
     assert_eq!(got.selected.len(), want.selected.len(), "{rule:?}");
     let boundary = *want.selected.last().expect("at least one worker selected");
     for &w in got.selected.iter().filter(|w| !want.selected.contains(w)) {
@@ -102,7 +111,10 @@ fuzz_target!(|input: Input| {
     let rule = match input.rule % 8 {
         0 => Rule::Mean { f },
         1 => Rule::Krum { f },
-        2 => Rule::MultiKrum { f, m: input.m as usize % 14 },
+        2 => Rule::MultiKrum {
+            f,
+            m: input.m as usize % 14,
+        },
         3 => Rule::Median { f },
         4 => Rule::TrimmedMean { f },
         5 => Rule::Bulyan { f },
