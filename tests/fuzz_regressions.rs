@@ -1,9 +1,11 @@
 //! Inputs that once broke or fooled the engine, kept as plain tests.
 //!
-//! The first part holds hand-made damaged .npy files: each must fail with a
+//! The first part contains hand-made damaged .npy files: each must fail with a
 //! clean [`Error::BadFile`] whose message names the problem. The rest replays
-//! what `cargo fuzz` found (fuzz/, scripts/fuzz.sh); fuzzer inputs too large
-//! to read inline live under tests/fuzz_regressions/.
+//! what `cargo fuzz` found (fuzz/, scripts/fuzz.sh). The raw fuzzer inputs are
+//! kept under tests/fuzz_regressions/TARGET/, where
+//! `cargo fuzz run TARGET FILE` (in fuzz/) replays them, and the tests below
+//! decode them inline.
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +13,10 @@ use byzagg::io::{NpyFile, NpyGradients};
 use byzagg::{Engine, Error, GradientSource};
 use tempfile::TempDir;
 
-/// The preamble and header of an .npy file of format `version` (1, 2 or 3)
-/// with the header dictionary `dict`, padded with spaces and a newline so
-/// that the data starts at a multiple of 64 bytes, as numpy writes it.
+/// Builds an .npy file of format `version` (1, 2 or 3) with the header
+/// dictionary `dict`, followed by `data`. The header is padded with spaces and
+/// a newline so that the data starts at a multiple of 64 bytes, as numpy
+/// writes it.
 fn npy_bytes(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
     let length_bytes = if version == 1 { 2 } else { 4 };
     let mut header = dict.as_bytes().to_vec();
@@ -85,7 +88,7 @@ fn npy_header_length_past_the_end() {
 }
 
 #[test]
-fn npy_version_2_header_length_near_4_gib_is_not_allocated() {
+fn npy_header_length_near_4_gib() {
     // A 4-byte HEADER_LEN of 0xFFFF_FFF0 in a 76-byte file: the reader must
     // notice that the header cannot fit before it allocates a buffer for it.
     // The allocation itself is invisible here (the zeroed pages are never
@@ -98,7 +101,7 @@ fn npy_version_2_header_length_near_4_gib_is_not_allocated() {
 }
 
 #[test]
-fn fuzz_npy_reader_version_2_header_of_2_gib() {
+fn npy_fuzz_header_of_2_gib() {
     // The npy_reader fuzz target's first find (mode byte 0, then the file):
     // 15 bytes whose version 2.0 HEADER_LEN is 0x9300_0074, about 2.3 GiB.
     let input = include_bytes!("fuzz_regressions/npy_reader/oom-version-2-header-length-2-gib");
