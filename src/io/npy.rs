@@ -99,6 +99,38 @@ fn header_error(path: &Path, error: ReadHeaderError) -> Error {
     }
 }
 
+/// Rejects a preamble whose HEADER_LEN runs past the end of the file, before
+/// ndarray-npy allocates a buffer of that length (up to 4 GiB in versions 2.0
+/// and 3.0). Anything else is left to [`Header::from_reader`] to report.
+fn check_header_length(path: &Path, bytes: &[u8]) -> Result<()> {
+    // 6 magic bytes, 2 version bytes, then HEADER_LEN in little-endian: 2
+    // bytes in version 1.0, 4 bytes in versions 2.0 and 3.0.
+    let length_bytes = match bytes.get(6) {
+        Some(1) => 2,
+        Some(2 | 3) => 4,
+        _ => return Ok(()),
+    };
+    let Some(field) = bytes.get(8..8 + length_bytes) else {
+        return Ok(());
+    };
+    let header_len = field
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &byte| acc << 8 | u64::from(byte));
+    let needed = 8 + length_bytes as u64 + header_len;
+    if bytes.starts_with(b"\x93NUMPY") && needed > bytes.len() as u64 {
+        return Err(bad_file(
+            path,
+            format!(
+                "is truncated inside the .npy header: it declares a header of {header_len} bytes \
+                 but the file has {} bytes in all; write it again with numpy.save",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl NpyFile {
     /// Opens and maps `path`, checking its header, dtype and size.
     pub fn open(path: &Path) -> Result<Self> {
@@ -118,6 +150,7 @@ impl NpyFile {
         // while it is mapped, reads may fault: gradient files are expected to
         // stay unchanged while byzagg runs.
         let map = unsafe { Mmap::map(&file) }.map_err(io_error)?;
+        check_header_length(path, &map)?;
         let mut cursor = Cursor::new(&map[..]);
         let header = Header::from_reader(&mut cursor).map_err(|e| header_error(path, e))?;
         let data_offset = cursor.position() as usize;
