@@ -301,16 +301,21 @@ fn fuzz_krum_distances_underflowing_f32() {
 
 #[test]
 fn mean_with_non_finite_worker_at_n_equal_f_plus_1() {
-    // Found by tests/properties.rs: mean with f = 3 over four workers, one of
-    // them NaN. The reference averages the three finite workers; the fast
-    // pipeline checks n > f again after dropping the NaN worker and fails.
+    // Found by tests/properties.rs, when the reference averaged the three
+    // finite workers and the fast pipeline rejected them. Both now apply the
+    // rule's requirement n > f to the finite workers, and name the dropped one.
     let rows = vec![vec![1.0f32], vec![f32::NAN], vec![2.0], vec![3.0]];
     let rule = byzagg::Rule::Mean { f: 3 };
-    let want = Engine::reference().aggregate(&rule, &rows).unwrap();
-    assert_eq!(want.vector, vec![2.0], "reference");
-    let got = Engine::cpu()
-        .aggregate(&rule, &rows)
-        .map(|out| out.vector)
-        .map_err(|error| error.to_string());
-    assert_eq!(got, Ok(vec![2.0]), "cpu");
+    for (name, engine) in [("reference", Engine::reference()), ("cpu", Engine::cpu())] {
+        let error = engine.aggregate(&rule, &rows).unwrap_err();
+        match error {
+            byzagg::Error::TooFewFiniteWorkers {
+                finite, non_finite, ..
+            } => {
+                assert_eq!(finite, 3, "{name}");
+                assert_eq!(non_finite, vec![1], "{name}");
+            }
+            other => panic!("{name}: expected TooFewFiniteWorkers, got {other:?}"),
+        }
+    }
 }
