@@ -36,4 +36,4 @@ if [[ -z ${XDG_RUNTIME_DIR:-} ]]; then
 fi
 export RUST_BACKTRACE=1
 cargo fmt --check
-cargo test --locked -- --test-threads 2
+cargo test --locked --no-fail-fast -- --test-threads 2
