@@ -150,8 +150,9 @@ fn bench_json_reports_gpu_timing() {
     let upload_s = row["upload_s"].as_f64().expect("upload_s is a number");
     assert!(upload_s >= 0.0, "upload_s {upload_s}");
     let upload_bytes = row["upload_bytes"].as_u64().expect("upload_bytes");
+    assert!(upload_bytes > 0, "upload_bytes {upload_bytes}");
     assert!(
-        upload_bytes > 0 && upload_bytes % (n * d * 4) as u64 == 0,
+        upload_bytes.is_multiple_of((n * d * 4) as u64),
         "upload_bytes {upload_bytes} is not a multiple of n·d·4"
     );
     if timing == "timestamp-query" {
