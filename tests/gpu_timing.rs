@@ -162,3 +162,54 @@ fn bench_json_reports_gpu_timing() {
         assert!(row["kernel_s"].is_null(), "row: {row}");
     }
 }
+
+/// A context on a device created without `TIMESTAMP_QUERY` falls back to
+/// host timing: uploads are still counted and timed, kernel time is `None`.
+#[test]
+fn host_timing_without_timestamp_queries() {
+    let (n, d, slice) = (4, 600, 128);
+    let Some(probe) = context(slice, "host timing fallback") else {
+        return;
+    };
+    let wanted = probe.adapter_info().clone();
+    drop(probe);
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let adapter = adapters
+        .into_iter()
+        .find(|a| {
+            let info = a.get_info();
+            info.name == wanted.name && info.backend == wanted.backend
+        })
+        .expect("the library's adapter is enumerated again");
+    // The default descriptor requests no features, so no timestamp queries.
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))
+            .expect("device with default features");
+    let options = GpuOptions {
+        max_slice_len: Some(slice),
+        ..GpuOptions::default()
+    };
+    let context = Arc::new(
+        GpuContext::from_device(device, queue, adapter.get_info(), options)
+            .expect("context on the caller's device"),
+    );
+    assert_eq!(context.timing(), GpuTiming::Host);
+
+    let stages = GpuStages::new(Arc::clone(&context));
+    let grads = gradients(n, d, SEED);
+    context.enable_stats(true);
+    stages.sq_distances(&grads).expect("GPU distances");
+    let stats = context
+        .take_stats()
+        .expect("reading the stats")
+        .expect("stats are on");
+    assert_eq!(stats.timing, GpuTiming::Host);
+    assert_eq!(
+        stats.kernel_s, None,
+        "kernel time without timestamp queries"
+    );
+    assert_eq!(stats.slices, d.div_ceil(slice) as u64, "slices");
+    assert_eq!(stats.upload_bytes, (n * d * 4) as u64, "upload bytes n·d·4");
+    assert!(stats.upload_s >= 0.0, "upload time {}", stats.upload_s);
+}

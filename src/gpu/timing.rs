@@ -14,7 +14,7 @@ use crate::{Error, Result};
 /// Bytes of the two timestamps (begin and end) of one compute pass.
 const PASS_TIMESTAMP_BYTES: u64 = 2 * wgpu::QUERY_SIZE as u64;
 
-/// How [`GpuStats::kernel_s`] is measured.
+/// The method that measures [`GpuStats::kernel_s`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GpuTiming {
     /// Timestamps the GPU writes at the beginning and end of every compute
@@ -35,11 +35,11 @@ impl GpuTiming {
     }
 }
 
-/// What the GPU calls did between [`GpuContext::enable_stats`] (or the last
-/// [`GpuContext::take_stats`]) and now.
+/// Totals of the GPU calls since [`GpuContext::enable_stats`] or the last
+/// [`GpuContext::take_stats`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct GpuStats {
-    /// How `kernel_s` was measured.
+    /// The method that measured `kernel_s`.
     pub timing: GpuTiming,
     /// Gradient slices uploaded.
     pub slices: u64,
@@ -78,7 +78,7 @@ pub(super) struct PassTimer {
 }
 
 impl PassTimer {
-    /// The timestamp writes to give the compute pass descriptor.
+    /// Returns the timestamp writes for the compute pass descriptor.
     pub(super) fn writes(&self) -> wgpu::ComputePassTimestampWrites<'_> {
         wgpu::ComputePassTimestampWrites {
             query_set: &self.query_set,
@@ -89,8 +89,8 @@ impl PassTimer {
 }
 
 impl GpuContext {
-    /// How kernel time is measured on this device: by timestamp queries
-    /// when the device has `TIMESTAMP_QUERY`, otherwise not at all.
+    /// Returns the kernel timing method of this device: timestamp queries
+    /// when the device has `TIMESTAMP_QUERY`, otherwise none (host).
     pub fn timing(&self) -> GpuTiming {
         if self.timestamps {
             GpuTiming::TimestampQuery
@@ -139,7 +139,7 @@ impl GpuContext {
         }))
     }
 
-    /// Whether stats are being recorded.
+    /// Returns whether stats are being recorded.
     pub(super) fn stats_enabled(&self) -> bool {
         self.stats_enabled.load(Ordering::Relaxed)
     }
@@ -153,8 +153,8 @@ impl GpuContext {
         }
     }
 
-    /// A timer for the next compute pass when stats are on; `None` when
-    /// they are off. With no timestamp support the pass is only counted.
+    /// Counts the next compute pass and returns its timer, when stats are on
+    /// and the device has timestamp queries; `None` otherwise.
     pub(super) fn pass_timer(&self) -> Option<PassTimer> {
         if !self.stats_enabled() {
             return None;
