@@ -6,6 +6,7 @@
 //! with every thread, which measures the streaming read bandwidth that a
 //! memory-bound backend can reach at best.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::{RngExt, SeedableRng};
@@ -13,6 +14,7 @@ use rand_distr::StandardNormal;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::gpu::{AdapterFilter, GpuContext};
 use crate::{Engine, Error, Result, Rule, RuleParams};
 
 /// The thing one row of a benchmark measures.
@@ -81,10 +83,18 @@ pub struct BenchRow {
     pub speedup_vs_reference: Option<f64>,
     /// This row's read rate over the `memory` row's, when that ran.
     pub fraction_of_stream: Option<f64>,
-    /// Median host-to-device upload time, for backends that report it.
+    /// Median host time of one aggregation's gradient uploads, in seconds,
+    /// for the GPU: reading the slices and handing them to
+    /// `queue.write_buffer`.
     pub upload_s: Option<f64>,
-    /// Median kernel time, for backends that report it.
+    /// Median GPU time of one aggregation's compute passes, in seconds, for
+    /// the GPU when it has timestamp queries.
     pub kernel_s: Option<f64>,
+    /// How the GPU row's times were measured: `timestamp-query` (kernels
+    /// timed by the GPU, uploads by the host) or `host` (only uploads timed).
+    pub timing: Option<&'static str>,
+    /// Gradient bytes one aggregation uploads to the GPU, over all stages.
+    pub upload_bytes: Option<u64>,
     /// Workers the rule selected (empty for `memory` and for rules that
     /// select none).
     pub selected: Vec<usize>,
@@ -312,6 +322,8 @@ fn empty_row(backend: BenchBackend) -> BenchRow {
         fraction_of_stream: None,
         upload_s: None,
         kernel_s: None,
+        timing: None,
+        upload_bytes: None,
         selected: Vec::new(),
     }
 }
@@ -341,6 +353,59 @@ fn measure_engine(
     Ok(())
 }
 
+/// Like [`measure_engine`] on the GPU, with the context's stats on during
+/// the timed runs for the medians of upload and kernel time. Reading the
+/// stats after each run is left out of the wall time; recording them is not
+/// (with timestamp queries, one query set and two 16-byte buffers per
+/// compute pass).
+fn measure_gpu(
+    context: Arc<GpuContext>,
+    rule: &Rule,
+    grads: &[Vec<f32>],
+    repeats: usize,
+    row: &mut BenchRow,
+) -> Result<()> {
+    let engine = Engine::with_context(Arc::clone(&context));
+    row.adapter = engine.adapter();
+    row.timing = Some(context.timing().name());
+    engine.aggregate(rule, grads)?;
+    context.enable_stats(true);
+    let mut times = Vec::with_capacity(repeats);
+    let mut uploads = Vec::with_capacity(repeats);
+    let mut kernels = Vec::with_capacity(repeats);
+    let mut last = None;
+    for _ in 0..repeats {
+        let start = Instant::now();
+        let output = engine.aggregate(rule, grads);
+        times.push(start.elapsed().as_secs_f64());
+        let taken = output.and_then(|output| Ok((output, context.take_stats()?)));
+        let (output, stats) = match taken {
+            Ok(taken) => taken,
+            Err(error) => {
+                context.enable_stats(false);
+                return Err(error);
+            }
+        };
+        if let Some(stats) = stats {
+            uploads.push(stats.upload_s);
+            kernels.extend(stats.kernel_s);
+            row.upload_bytes = Some(stats.upload_bytes);
+        }
+        last = Some(output);
+    }
+    context.enable_stats(false);
+    row.min_s = times.iter().copied().reduce(f64::min);
+    row.median_s = Some(median(&mut times));
+    if !uploads.is_empty() {
+        row.upload_s = Some(median(&mut uploads));
+    }
+    if !kernels.is_empty() {
+        row.kernel_s = Some(median(&mut kernels));
+    }
+    row.selected = last.expect("repeats ≥ 1 is validated").selected;
+    Ok(())
+}
+
 fn measure(
     backend: BenchBackend,
     rule: &Rule,
@@ -362,14 +427,8 @@ fn measure(
             row.adapter = Some(cpu_adapter());
             measure_engine(&Engine::cpu(), rule, grads, repeats, &mut row)?;
         }
-        BenchBackend::Gpu => match Engine::gpu() {
-            Ok(engine) => {
-                row.adapter = engine.adapter();
-                // TODO: fill upload_s and kernel_s once the GPU backend
-                // reports its upload and kernel times; today only the total
-                // wall time is measured.
-                measure_engine(&engine, rule, grads, repeats, &mut row)?;
-            }
+        BenchBackend::Gpu => match GpuContext::new(&AdapterFilter::from_env()) {
+            Ok(context) => measure_gpu(Arc::new(context), rule, grads, repeats, &mut row)?,
             Err(error) => row.unavailable = Some(error.to_string()),
         },
     }

@@ -128,34 +128,119 @@ fn print_table(report: &BenchReport) {
         report.repeats,
         report.threads
     );
-    println!(
-        "{:<10} {:<22} {:>10} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9}",
-        "backend",
-        "adapter",
-        "median s",
-        "GB/s",
-        "GFLOP/s",
-        "speed-up",
-        "stream",
-        "upload s",
-        "kernel s"
-    );
-    for row in &report.rows {
-        if let Some(reason) = &row.unavailable {
-            println!("{:<10} unavailable: {reason}", row.backend);
-            continue;
+    print!("{}", format_table(report));
+}
+
+/// Header of each table column; the first two are left-aligned text.
+const HEADERS: [&str; 10] = [
+    "backend", "adapter", "median s", "GB/s", "GFLOP/s", "speed-up", "stream", "upload s",
+    "kernel s", "timing",
+];
+
+/// The table's cells for one measured row, in [`HEADERS`] order.
+fn row_cells(row: &BenchRow) -> [String; 10] {
+    [
+        row.backend.to_string(),
+        row.adapter.clone().unwrap_or_else(|| "-".to_string()),
+        cell(row.median_s, 4, ""),
+        cell(row.gb_per_s, 2, ""),
+        cell(row.gflop_per_s, 1, ""),
+        cell(row.speedup_vs_reference, 1, "×"),
+        cell(row.fraction_of_stream.map(|f| f * 100.0), 0, "%"),
+        cell(row.upload_s, 4, ""),
+        cell(row.kernel_s, 4, ""),
+        row.timing.unwrap_or("-").to_string(),
+    ]
+}
+
+/// The header and rows, each column as wide as its widest cell; an
+/// unavailable backend's reason runs on past the columns.
+fn format_table(report: &BenchReport) -> String {
+    let headers = HEADERS.map(str::to_string);
+    let rows: Vec<Result<[String; 10], String>> = report
+        .rows
+        .iter()
+        .map(|row| match &row.unavailable {
+            Some(reason) => Err(format!("{} unavailable: {reason}", row.backend)),
+            None => Ok(row_cells(row)),
+        })
+        .collect();
+    let mut widths = headers.clone().map(|h| h.chars().count());
+    for cells in rows.iter().flatten() {
+        for (width, cell) in widths.iter_mut().zip(cells) {
+            *width = (*width).max(cell.chars().count());
         }
-        println!(
-            "{:<10} {:<22} {:>10} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9}",
-            row.backend,
-            row.adapter.as_deref().unwrap_or("-"),
-            cell(row.median_s, 4, ""),
-            cell(row.gb_per_s, 2, ""),
-            cell(row.gflop_per_s, 1, ""),
-            cell(row.speedup_vs_reference, 1, "×"),
-            cell(row.fraction_of_stream.map(|f| f * 100.0), 0, "%"),
-            cell(row.upload_s, 4, ""),
-            cell(row.kernel_s, 4, ""),
-        );
+    }
+    let line = |cells: &[String; 10]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(column, (cell, width))| {
+                if column < 2 || column == 9 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut table = line(&headers);
+    for row in rows {
+        match row {
+            Ok(cells) => table.push_str(&line(&cells)),
+            Err(reason) => table.push_str(&format!("{reason}\n")),
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report_with_adapter(adapter: &str) -> BenchReport {
+        let row = |backend, adapter: &str| BenchRow {
+            backend,
+            adapter: Some(adapter.to_string()),
+            unavailable: None,
+            median_s: Some(0.5),
+            min_s: Some(0.4),
+            gb_per_s: Some(1.25),
+            gflop_per_s: None,
+            speedup_vs_reference: Some(12.0),
+            fraction_of_stream: None,
+            upload_s: None,
+            kernel_s: None,
+            timing: None,
+            upload_bytes: None,
+            selected: vec![],
+        };
+        BenchReport {
+            n: 4,
+            d: 8,
+            rule: "krum".to_string(),
+            f: 0,
+            repeats: 1,
+            seed: 0,
+            threads: 2,
+            bytes_read: 128,
+            flops: None,
+            rows: vec![row("cpu", "avx2, 2 threads"), row("gpu", adapter)],
+        }
+    }
+
+    #[test]
+    fn columns_align_with_a_long_adapter_name() {
+        let table = format_table(&report_with_adapter(
+            "llvmpipe (LLVM 15.0.6, 256 bits), a name longer than any default width",
+        ));
+        let lines: Vec<&str> = table.lines().collect();
+        // Every right-aligned "median s" cell ends at the same column.
+        let end = lines[0].find("median s").expect("header has median s") + "median s".len();
+        for line in &lines[1..] {
+            assert_eq!(&line[end - 6..end], "0.5000", "misaligned row: {line:?}");
+        }
     }
 }

@@ -10,13 +10,15 @@ mod kernels;
 mod pool;
 mod stages;
 mod stream;
+mod timing;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use adapters::{list_adapters, AdapterListing, AdapterReport};
 pub use stages::GpuStages;
+pub use timing::{GpuStats, GpuTiming};
 
 use crate::{Error, Result};
 use kernels::Kernels;
@@ -70,6 +72,9 @@ pub struct GpuOptions {
 }
 
 /// The device, queue, pipelines and buffer pool, built once and reused.
+///
+/// [`GpuContext::enable_stats`] turns on [`GpuStats`] (upload and kernel
+/// times), which [`GpuContext::take_stats`] reads.
 pub struct GpuContext {
     device: wgpu::Device,
     queue: wgpu::Queue,
@@ -82,6 +87,12 @@ pub struct GpuContext {
     lost: Arc<Mutex<Option<String>>>,
     /// Slice length last logged at info, so that repeated calls log once.
     logged_slice_len: AtomicUsize,
+    /// Whether the device has `TIMESTAMP_QUERY`, so passes can be timed.
+    timestamps: bool,
+    /// Whether [`GpuStats`] are recorded; see [`GpuContext::enable_stats`].
+    stats_enabled: AtomicBool,
+    /// The stats recorded while `stats_enabled` is set.
+    recorder: Mutex<timing::Recorder>,
 }
 
 /// Maps a failed wait to an error. A wait on a submission that never took
@@ -128,8 +139,11 @@ impl GpuContext {
         let adapter = &candidates[index];
         let info = infos[index].clone();
 
+        // Timestamp queries only serve `enable_stats`, so they are requested
+        // where offered and never required.
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("byzagg"),
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: adapter.limits(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -169,16 +183,22 @@ impl GpuContext {
         });
 
         let limits = device.limits();
+        let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let kernels = Kernels::new(&device)?;
         let budget = options.memory_budget.unwrap_or(DEFAULT_MEMORY_BUDGET);
         log::info!(
             "GPU adapter {:?} ({:?}, {:?}); max storage binding {} bytes, max buffer {} bytes, \
-             memory budget {budget} bytes",
+             memory budget {budget} bytes, timestamp queries {}",
             info.name,
             info.backend,
             info.device_type,
             limits.max_storage_buffer_binding_size,
             limits.max_buffer_size,
+            if timestamps {
+                "available"
+            } else {
+                "unavailable"
+            },
         );
         Ok(Self {
             pool: BufferPool::new(budget),
@@ -190,6 +210,9 @@ impl GpuContext {
             max_slice_len: options.max_slice_len,
             lost,
             logged_slice_len: AtomicUsize::new(0),
+            timestamps,
+            stats_enabled: AtomicBool::new(false),
+            recorder: Mutex::new(timing::Recorder::default()),
         })
     }
 

@@ -2,6 +2,7 @@
 //! slots so that the upload of one slice overlaps the compute of the other.
 
 use std::sync::mpsc;
+use std::time::Instant;
 
 use super::GpuContext;
 use crate::{Error, GradientSource, Result};
@@ -110,6 +111,7 @@ impl GpuContext {
         buffer: &wgpu::Buffer,
         scratch: &mut Vec<f32>,
     ) -> Result<()> {
+        let started = self.stats_enabled().then(Instant::now);
         for (worker, row) in rows.iter().enumerate() {
             let offset = (worker * len * 4) as u64;
             let values: &[f32] = match row {
@@ -122,6 +124,9 @@ impl GpuContext {
             };
             self.queue
                 .write_buffer(buffer, offset, bytemuck::cast_slice(values));
+        }
+        if let Some(started) = started {
+            self.record_upload((rows.len() * len * 4) as u64, started.elapsed());
         }
         Ok(())
     }
@@ -198,13 +203,19 @@ impl GpuContext {
         groups: [u32; 3],
     ) {
         log::debug!("dispatch {} with {groups:?} workgroups", kernel.name);
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(kernel.name),
-            timestamp_writes: None,
-        });
-        pass.set_pipeline(&kernel.pipeline);
-        pass.set_bind_group(0, bind_group, &[]);
-        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        let timer = self.pass_timer();
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.name),
+                timestamp_writes: timer.as_ref().map(|t| t.writes()),
+            });
+            pass.set_pipeline(&kernel.pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        if let Some(timer) = timer {
+            self.finish_pass_timer(encoder, timer);
+        }
     }
 
     /// Splits `groups` workgroups into an (x, y) grid within the per-dimension
