@@ -87,6 +87,17 @@ pub enum Error {
         fix: String,
     },
 
+    /// A rule parameter without a default was not given.
+    #[error("{rule} requires {name}: {fix}")]
+    MissingParameter {
+        /// Rule name as used on the command line.
+        rule: &'static str,
+        /// Parameter name, for example `tau`.
+        name: &'static str,
+        /// How to give it.
+        fix: String,
+    },
+
     /// More workers sent NaN or ±Inf than the rule tolerates.
     #[error(
         "workers {workers:?} sent non-finite values (NaN or ±Inf), {} of them, more than \

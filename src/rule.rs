@@ -323,10 +323,9 @@ impl Rule {
             },
             "centered-clipping" => Rule::CenteredClipping {
                 f,
-                tau: params.tau.ok_or_else(|| Error::InvalidParameter {
+                tau: params.tau.ok_or_else(|| Error::MissingParameter {
                     rule: "centered-clipping",
                     name: "tau",
-                    value: "missing".to_string(),
                     fix: "pass the clipping radius with --tau, for example --tau 10".to_string(),
                 })?,
                 iters: params.iters,

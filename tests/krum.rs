@@ -324,3 +324,14 @@ fn ndarray_views_in_both_orders() {
         assert_eq!(from_f.vector, expected.vector, "backend {name}");
     }
 }
+
+#[test]
+fn centered_clipping_without_tau_is_rejected() {
+    let params = byzagg::RuleParams::default();
+    let error = Rule::from_name("centered-clipping", 1, 5, &params).unwrap_err();
+    assert!(
+        matches!(error, Error::MissingParameter { name: "tau", .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("--tau"), "{error}");
+}
