@@ -16,7 +16,7 @@ pub const DISTANCE_TOLERANCE: f64 = 1e-4;
 pub enum Outcome {
     /// The engine agreed with the reference.
     Pass,
-    /// The engine disagreed; the message says where.
+    /// The engine disagreed; the message names the value and the tolerance.
     Fail(String),
     /// The engine cannot run this check, for the reason given.
     Unsupported(String),
@@ -209,7 +209,7 @@ fn check_distances_offset(engine: &Engine) -> Result<f64, Outcome> {
 
 fn check_overflow(engine: &Engine) -> Result<f64, Outcome> {
     // Finite workers about 1e19 apart: every squared distance exceeds
-    // f32::MAX, so an engine that sums in f32 sees +Inf everywhere, while the
+    // f32::MAX, so an engine that sums in f32 gets +Inf everywhere, while the
     // reference's f64 scores are finite and separated.
     let rows: Vec<Vec<f32>> = random_rows(3, 8, 64, 1.0)
         .into_iter()

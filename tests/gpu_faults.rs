@@ -1,5 +1,5 @@
 //! Device faults: a lost device and a missing adapter are typed errors, and
-//! an engine with the CPU fallback still returns the reference's answer.
+//! an engine with the CPU fallback still returns the reference's result.
 
 mod common;
 
