@@ -6,8 +6,8 @@ Usage: benches/accuracy.py [--n 5] [--d 100000000] [--backend gpu] [--offset 100
 
 Writes an (n, d) float32 .npy (n·d·4 bytes) into DIR, runs
 `byzagg distances` with the backend and with `--backend reference` (which
-holds n·d·8 bytes), and prints the worst relative error against the
-DESIGN tolerance of 1e-4. Needs numpy (`pip install numpy`) and a release
+needs n·d·8 bytes of memory), and prints the worst relative error against
+the accuracy contract's tolerance of 1e-4. Needs numpy (`pip install numpy`) and a release
 build (`cargo build --release`).
 """
 

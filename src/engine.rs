@@ -41,7 +41,7 @@ impl Aggregation {
     }
 }
 
-/// Which implementation an [`Engine`] runs.
+/// The implementation an [`Engine`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
     /// The f64 reference, written for obviousness (the test oracle).
@@ -99,7 +99,7 @@ impl<G: GradientSource + ?Sized> GradientSource for Dyn<'_, G> {
 }
 
 impl Engine {
-    /// The f64 reference backend.
+    /// Creates an engine on the f64 reference backend.
     pub fn reference() -> Self {
         Self {
             backend: Backend::Reference,
@@ -108,7 +108,7 @@ impl Engine {
         }
     }
 
-    /// The fast CPU backend.
+    /// Creates an engine on the fast CPU backend.
     pub fn cpu() -> Self {
         Self {
             backend: Backend::Cpu(CpuStages::new()),
@@ -117,18 +117,18 @@ impl Engine {
         }
     }
 
-    /// A GPU backend on the best adapter, software adapters included when no
+    /// Creates a GPU engine on the best adapter, software adapters included when no
     /// hardware one exists.
     pub fn gpu() -> Result<Self> {
         Self::gpu_with_filter(&AdapterFilter::from_env())
     }
 
-    /// A GPU backend on the adapter that `filter` picks.
+    /// Creates a GPU engine on the adapter that `filter` picks.
     pub fn gpu_with_filter(filter: &AdapterFilter) -> Result<Self> {
         Self::gpu_with(filter, GpuOptions::default())
     }
 
-    /// A GPU backend on the adapter that `filter` picks, with the memory
+    /// Creates a GPU engine on the adapter that `filter` picks, with the memory
     /// budget and slice cap of `options`.
     pub fn gpu_with(filter: &AdapterFilter, options: GpuOptions) -> Result<Self> {
         Ok(Self::with_context(Arc::new(GpuContext::with_options(
