@@ -565,13 +565,14 @@ fn stat_words(stat: CoordinateStat) -> usize {
     }
 }
 
-/// The f64 value of a sum written by `mean_around_median.wgsl`: the top three
-/// 32-bit words of its magnitude, below a word holding the sign and the index
-/// of the top word. The words it drops weigh under 2^-64 of the sum.
+/// Converts a sum written by `mean_around_median.wgsl` to f64: the top three
+/// 32-bit words of its magnitude in units of 2^-150, after a word holding the
+/// sign and the index of the top word. The words it drops weigh under 2^-64
+/// of the sum.
 fn wide_sum([head, a, b, c]: [u32; 4]) -> f64 {
     let top = (head & 0x7fff_ffff) as i32;
     let magnitude = (a as f64 * 2f64.powi(64) + b as f64 * 2f64.powi(32) + c as f64)
-        * 2f64.powi(32 * (top - 2) - 149);
+        * 2f64.powi(32 * (top - 2) - 150);
     if head >> 31 == 1 {
         -magnitude
     } else {
