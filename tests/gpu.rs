@@ -731,6 +731,47 @@ fn mean_around_median_ties_match_cpu_exactly() {
     }
 }
 
+/// Values spanning more than 2^29 within a coordinate, where the CPU path's
+/// f64 median and distances round: an exact tie can become a strict order or
+/// the other way round, and the GPU must keep the same values. No column lets
+/// large values cancel, so the f32 means hide the rounding of the CPU path's
+/// f64 sums.
+#[test]
+fn mean_around_median_rounds_like_cpu() {
+    use byzagg::stages::CoordinateStat;
+
+    let Some(gpu) = streaming_gpu() else { return };
+    let stages = GpuStages::new(Arc::clone(&gpu.context));
+    let cpu = byzagg::cpu::CpuStages::new();
+    // Columns, one per coordinate; rows are workers.
+    let columns: [[f32; 4]; 5] = [
+        [-9.529_983_3e-7, 1.716_242_5e-22, 1.0, -1.0],
+        [1e-12, -3.0, 5.0, 2e-12],
+        [2e6, 1e-8, 3e-8, -1e6],
+        [1.0, 1e-10, -1e-10, 1.0 + f32::EPSILON],
+        [-f32::MIN_POSITIVE, 1e-45, 3e-45, -1e-30],
+    ];
+    for n in 2..=4usize {
+        let grads: Vec<Vec<f32>> = (0..n)
+            .map(|i| columns.iter().map(|column| column[i]).collect())
+            .collect();
+        for beta in 1..=n {
+            let stat = CoordinateStat::MeanAroundMedian { beta };
+            let got = stages.coordinate_stat(&grads, stat).expect("GPU statistic");
+            let want = cpu.coordinate_stat(&grads, stat).expect("CPU statistic");
+            for (c, column) in columns.iter().enumerate() {
+                assert!(
+                    got[c] == want[c],
+                    "{stat:?}: values {:?} gpu {} cpu {}",
+                    &column[..n],
+                    got[c],
+                    want[c]
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn adapter_filter_without_match() {
     let filter = AdapterFilter {
