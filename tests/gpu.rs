@@ -614,9 +614,9 @@ fn memory_budget_bounds_slices() {
     );
 }
 
-/// Median and trimmed mean (GPU kernels) and the mean around the median (CPU
-/// path behind the GPU stages) against the CPU path, whose f64 means are the
-/// definition here because the reference does not implement these rules.
+/// Median, trimmed mean and the mean around the median on the GPU against the
+/// CPU path, whose f64 means are the definition here because the reference
+/// does not implement these rules.
 #[test]
 fn coordinate_stats_match_cpu() {
     use byzagg::stages::CoordinateStat;
@@ -675,6 +675,99 @@ fn coordinate_stats_match_cpu() {
                 got.vector[c],
                 want.vector[c]
             );
+        }
+    }
+}
+
+/// The mean around the median on values drawn from a small set, so that many
+/// values are equal or lie at equal distance from the median, for odd and even
+/// counts: the GPU must keep the same values as the CPU, ties going to the
+/// lower value, and the exact sums make the means equal.
+#[test]
+fn mean_around_median_ties_match_cpu_exactly() {
+    use byzagg::stages::CoordinateStat;
+
+    const VALUES: [f32; 14] = [
+        -1024.0, -4.0, -2.5, -1.0, -0.5, -0.0, 0.0, 0.25, 0.5, 1.0, 1.5, 3.0, 1e-3, 2048.5,
+    ];
+    let Some(gpu) = streaming_gpu() else { return };
+    let stages = GpuStages::new(Arc::clone(&gpu.context));
+    let cpu = byzagg::cpu::CpuStages::new();
+    let d = 300;
+    for n in 1..=9usize {
+        let seed = 7_000 + n as u64;
+        // A fixed linear congruential sequence picks the values.
+        let mut state = seed;
+        let mut pick = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            VALUES[(state >> 33) as usize % VALUES.len()]
+        };
+        let grads: Vec<Vec<f32>> = (0..n).map(|_| (0..d).map(|_| pick()).collect()).collect();
+        for beta in 1..=n {
+            let stat = CoordinateStat::MeanAroundMedian { beta };
+            let label = format!("{stat:?}, n = {n}, d = {d}, seed {seed}");
+            let got = stages.coordinate_stat(&grads, stat).expect("GPU statistic");
+            let want = cpu.coordinate_stat(&grads, stat).expect("CPU statistic");
+            assert_eq!(got.len(), d, "{label}: output length");
+            for c in 0..d {
+                let column: Vec<f32> = grads.iter().map(|row| row[c]).collect();
+                assert!(
+                    got[c] == want[c],
+                    "{label}: coordinate {c} values {column:?} gpu {} cpu {}",
+                    got[c],
+                    want[c]
+                );
+            }
+        }
+        for beta in [0, n + 1] {
+            let result = stages.coordinate_stat(&grads, CoordinateStat::MeanAroundMedian { beta });
+            assert!(
+                matches!(result, Err(byzagg::Error::InvalidParameter { .. })),
+                "beta = {beta} of n = {n} gave {result:?}"
+            );
+        }
+    }
+}
+
+/// Values spanning more than 2^29 within a coordinate, where the CPU path's
+/// f64 median and distances round: an exact tie can become a strict order or
+/// the other way round, and the GPU must keep the same values. No column lets
+/// large values cancel, so the f32 means hide the rounding of the CPU path's
+/// f64 sums.
+#[test]
+fn mean_around_median_rounds_like_cpu() {
+    use byzagg::stages::CoordinateStat;
+
+    let Some(gpu) = streaming_gpu() else { return };
+    let stages = GpuStages::new(Arc::clone(&gpu.context));
+    let cpu = byzagg::cpu::CpuStages::new();
+    // Columns, one per coordinate; rows are workers.
+    let columns: [[f32; 4]; 5] = [
+        [-9.529_983_3e-7, 1.716_242_5e-22, 1.0, -1.0],
+        [1e-12, -3.0, 5.0, 2e-12],
+        [2e6, 1e-8, 3e-8, -1e6],
+        [1.0, 1e-10, -1e-10, 1.0 + f32::EPSILON],
+        [-f32::MIN_POSITIVE, 1e-45, 3e-45, -1e-30],
+    ];
+    for n in 2..=4usize {
+        let grads: Vec<Vec<f32>> = (0..n)
+            .map(|i| columns.iter().map(|column| column[i]).collect())
+            .collect();
+        for beta in 1..=n {
+            let stat = CoordinateStat::MeanAroundMedian { beta };
+            let got = stages.coordinate_stat(&grads, stat).expect("GPU statistic");
+            let want = cpu.coordinate_stat(&grads, stat).expect("CPU statistic");
+            for (c, column) in columns.iter().enumerate() {
+                assert!(
+                    got[c] == want[c],
+                    "{stat:?}: values {:?} gpu {} cpu {}",
+                    &column[..n],
+                    got[c],
+                    want[c]
+                );
+            }
         }
     }
 }

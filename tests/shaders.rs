@@ -9,6 +9,7 @@ const EXPECTED: &[&str] = &[
     "distances.wgsl",
     "distances_to.wgsl",
     "krum_scores.wgsl",
+    "mean_around_median.wgsl",
     "non_finite.wgsl",
     "order_stats.wgsl",
     "select.wgsl",

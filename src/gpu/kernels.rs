@@ -38,6 +38,7 @@ pub(super) struct Kernels {
     pub select: Kernel,
     pub combine: Kernel,
     pub order_stats: Kernel,
+    pub mean_around_median: Kernel,
 }
 
 impl Kernels {
@@ -95,6 +96,12 @@ impl Kernels {
                 device,
                 "order_stats.wgsl",
                 include_str!("../../shaders/order_stats.wgsl"),
+                &workgroup,
+            )?,
+            mean_around_median: compile(
+                device,
+                "mean_around_median.wgsl",
+                include_str!("../../shaders/mean_around_median.wgsl"),
                 &workgroup,
             )?,
         })

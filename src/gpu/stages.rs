@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ndarray::Array2;
 
-use super::kernels::{PAIR_SPAN, PAIR_TILE, ROW_SPAN, WORKGROUP_SIZE};
+use super::kernels::{Kernel, PAIR_SPAN, PAIR_TILE, ROW_SPAN, WORKGROUP_SIZE};
 use super::pool::{pooled_size, PooledBuffer};
 use super::stream::{stream, SliceWork, SlotBytes};
 use super::GpuContext;
@@ -487,8 +487,10 @@ impl SliceWork for CombineWork<'_> {
 struct StatWork<'a> {
     context: &'a GpuContext,
     n: usize,
+    stat: CoordinateStat,
+    kernel: &'a Kernel,
     /// `kind` and `count` of the shader's parameters.
-    stat: [u32; 2],
+    params_tail: [u32; 2],
     output: Vec<f32>,
     inputs: [PooledBuffer<'a>; 2],
     results: [PooledBuffer<'a>; 2],
@@ -510,34 +512,71 @@ impl SliceWork for StatWork<'_> {
     ) -> Result<()> {
         let context = self.context;
         let n = self.n;
-        let [kind, count] = self.stat;
+        let [kind, count] = self.params_tail;
         context.write(&self.params[slot], &[n as u32, len as u32, kind, count]);
+        let result_bytes = bytes_of(stat_words(self.stat) * len);
         let group = context.bind_group(
-            &context.kernels.order_stats.layout,
+            &self.kernel.layout,
             &[
                 (&self.params[slot], PARAMS_BYTES),
                 (&self.inputs[slot], bytes_of(n * len)),
-                (&self.results[slot], bytes_of(len)),
+                (&self.results[slot], result_bytes),
             ],
         );
-        let groups = context.grid("order statistics", len.div_ceil(WORKGROUP_SIZE as usize))?;
-        context.dispatch(encoder, &context.kernels.order_stats, &group, groups);
+        let groups = context.grid(self.kernel.name, len.div_ceil(WORKGROUP_SIZE as usize))?;
+        context.dispatch(encoder, self.kernel, &group, groups);
         encoder.copy_buffer_to_buffer(
             &self.results[slot],
             0,
             &self.readbacks[slot],
             0,
-            bytes_of(len),
+            result_bytes,
         );
         Ok(())
     }
 
     fn finish(&mut self, slot: usize, start: usize, len: usize) -> Result<()> {
         let output = &mut self.output[start..start + len];
-        self.context
-            .read_mapped::<f32>(&self.readbacks[slot], bytes_of(len), |values| {
-                output.copy_from_slice(&values[..len]);
-            })
+        let bytes = bytes_of(stat_words(self.stat) * len);
+        match self.stat {
+            CoordinateStat::MeanAroundMedian { beta } => {
+                self.context
+                    .read_mapped::<[u32; 4]>(&self.readbacks[slot], bytes, |sums| {
+                        for (out, sum) in output.iter_mut().zip(sums) {
+                            *out = (wide_sum(*sum) / beta as f64) as f32;
+                        }
+                    })
+            }
+            _ => self
+                .context
+                .read_mapped::<f32>(&self.readbacks[slot], bytes, |values| {
+                    output.copy_from_slice(&values[..len]);
+                }),
+        }
+    }
+}
+
+/// 32-bit words of `order_stats.wgsl` or `mean_around_median.wgsl` output
+/// per coordinate.
+fn stat_words(stat: CoordinateStat) -> usize {
+    match stat {
+        CoordinateStat::MeanAroundMedian { .. } => 4,
+        _ => 1,
+    }
+}
+
+/// Converts a sum written by `mean_around_median.wgsl` to f64: the top three
+/// 32-bit words of its magnitude in units of 2^-150, after a word holding the
+/// sign and the index of the top word. The words it drops weigh under 2^-64
+/// of the sum.
+fn wide_sum([head, a, b, c]: [u32; 4]) -> f64 {
+    let top = (head & 0x7fff_ffff) as i32;
+    let magnitude = (a as f64 * 2f64.powi(64) + b as f64 * 2f64.powi(32) + c as f64)
+        * 2f64.powi(32 * (top - 2) - 150);
+    if head >> 31 == 1 {
+        -magnitude
+    } else {
+        magnitude
     }
 }
 
@@ -549,17 +588,26 @@ impl GpuStages {
     ) -> Result<Vec<f32>> {
         let context = &*self.context;
         let (n, d) = validate_shape(grads)?;
-        let stat = match stat {
-            CoordinateStat::Median => [0, 0],
-            CoordinateStat::TrimmedMean { trim } => [1, u32::try_from(trim).unwrap_or(u32::MAX)],
-            CoordinateStat::MeanAroundMedian { .. } => {
-                // NOTE: this runs on the CPU path. Its ties at equal distance
-                // from the median need exact differences, and WGSL lets the
-                // driver reassociate f32 arithmetic, so a compensated
-                // difference is not reliable in a shader.
-                return crate::cpu::CpuStages::new().coordinate_stat(grads, stat);
+        let (kernel, params_tail) = match stat {
+            CoordinateStat::Median => (&context.kernels.order_stats, [0, 0]),
+            CoordinateStat::TrimmedMean { trim } => (
+                &context.kernels.order_stats,
+                [1, u32::try_from(trim).unwrap_or(u32::MAX)],
+            ),
+            CoordinateStat::MeanAroundMedian { beta } if beta == 0 || beta > n => {
+                return Err(Error::InvalidParameter {
+                    rule: "bulyan",
+                    name: "beta",
+                    value: beta.to_string(),
+                    fix: format!("average between 1 and {n} values around the median"),
+                });
             }
+            CoordinateStat::MeanAroundMedian { beta } => (
+                &context.kernels.mean_around_median,
+                [0, u32::try_from(beta).unwrap_or(u32::MAX)],
+            ),
         };
+        let words = stat_words(stat);
         let max_groups = context.limits.max_compute_workgroups_per_dimension as usize;
         let len = context.plan_slice_len(
             "order statistics",
@@ -573,7 +621,7 @@ impl GpuStages {
                 let input = bytes_of(n * len);
                 SlotBytes {
                     total: pooled_size(input)
-                        + 2 * pooled_size(bytes_of(len))
+                        + 2 * pooled_size(bytes_of(words * len))
                         + pooled_size(PARAMS_BYTES),
                     largest_binding: input,
                 }
@@ -584,14 +632,16 @@ impl GpuStages {
             context,
             n,
             stat,
+            kernel,
+            params_tail,
             output: vec![0f32; d],
             inputs: pair_of(context, "gradient slice", INPUT, bytes_of(n * len))?,
-            results: pair_of(context, "order statistics", OUTPUT, bytes_of(len))?,
+            results: pair_of(context, "order statistics", OUTPUT, bytes_of(words * len))?,
             readbacks: pair_of(
                 context,
                 "order statistics readback",
                 READBACK,
-                bytes_of(len),
+                bytes_of(words * len),
             )?,
             params: pair_of(context, "params", PARAMS, PARAMS_BYTES)?,
         };
