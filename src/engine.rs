@@ -136,8 +136,8 @@ impl Engine {
         )?)))
     }
 
-    /// A GPU backend on an existing context, for example one built from the
-    /// caller's own `wgpu::Device` and `wgpu::Queue`.
+    /// Creates a GPU engine on an existing context, for example one built
+    /// from the caller's own `wgpu::Device` and `wgpu::Queue`.
     pub fn with_context(context: Arc<GpuContext>) -> Self {
         Self {
             backend: Backend::Gpu(GpuStages::new(context)),
@@ -146,9 +146,10 @@ impl Engine {
         }
     }
 
-    /// A hardware GPU if one exists, else the CPU path with one notice on
-    /// stderr. Software adapters such as lavapipe are used only when asked
-    /// for, through [`Engine::gpu`] or an adapter named in `BYZAGG_ADAPTER`.
+    /// Creates an engine on a hardware GPU if one exists, else on the CPU
+    /// path with one notice on stderr. Software adapters such as lavapipe are
+    /// used only when asked for, through [`Engine::gpu`] or an adapter named
+    /// in `BYZAGG_ADAPTER`.
     pub fn auto() -> Result<Self> {
         Self::auto_with(&AdapterFilter::from_env(), GpuOptions::default())
     }
