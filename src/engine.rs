@@ -237,7 +237,7 @@ impl Engine {
         }
     }
 
-    /// Which backend this engine runs.
+    /// Returns the backend this engine runs.
     pub fn kind(&self) -> BackendKind {
         match self.backend {
             Backend::Reference => BackendKind::Reference,
@@ -246,7 +246,7 @@ impl Engine {
         }
     }
 
-    /// The GPU adapter's name, for GPU engines.
+    /// Returns the GPU adapter's name, for GPU engines.
     pub fn adapter(&self) -> Option<String> {
         self.stages().and_then(|s| s.adapter())
     }

@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The input holds no gradients at all.
+    /// The input contains no gradients at all.
     #[error("no workers: the input holds zero gradients; pass at least one gradient per worker")]
     NoWorkers,
 

@@ -58,7 +58,7 @@ pub fn aggregate(
 
 /// Nearest-neighbour mixing: each finite x_i becomes the mean of its n − f
 /// nearest vectors, itself included; non-finite vectors become NaN so that
-/// the rule still sees them as non-finite.
+/// the rule still treats them as non-finite.
 fn nearest_neighbour_mixing(
     stages: &dyn Stages,
     f: usize,
@@ -204,7 +204,7 @@ fn drop_non_finite<'a>(
 /// A finite worker whose distances overflow has a +Inf score like the
 /// non-finite ones, so the non-finite workers are filtered out by index rather
 /// than left to the tie rule. Fewer than `m` finite workers is the error that
-/// asks for a smaller m.
+/// requests a smaller m.
 fn lowest_finite(
     stages: &dyn Stages,
     rule: &Rule,

@@ -38,7 +38,7 @@ pub struct CheckResult {
 /// A check: its name and the function that runs it on an engine.
 type Check = (&'static str, fn(&Engine) -> Result<f64, Outcome>);
 
-/// Every check of the suite, in the order they run.
+/// Returns every check of the suite, in the order they run.
 pub fn checks() -> Vec<Check> {
     vec![
         ("distances/random", check_distances_random),
@@ -111,7 +111,7 @@ pub fn run(engine: &Engine) -> Vec<CheckResult> {
         .collect()
 }
 
-/// Whether `error` is at most `limit`; false when `error` is NaN.
+/// Returns whether `error` is at most `limit`, which is false when `error` is NaN.
 fn within(error: f64, limit: f64) -> bool {
     error <= limit
 }

@@ -29,7 +29,7 @@ pub enum CoordinateStat {
 
 /// The stages of the aggregation pipeline, one implementation per backend.
 ///
-/// Inputs are always finite except where a method says otherwise: the
+/// Inputs are always finite except where a method's documentation states otherwise: the
 /// pipeline drops non-finite workers before the order statistics and the
 /// weighted sums.
 pub trait Stages: Send + Sync {

@@ -505,7 +505,7 @@ fn cli_bench_prints_json() {
         rows[1]["selected"], rows[2]["selected"],
         "reference and cpu selections differ"
     );
-    // The GPU either ran or says why not.
+    // The GPU either ran or reports why not.
     let gpu = &rows[3];
     assert!(
         gpu["median_s"].is_f64() || gpu["unavailable"].is_string(),

@@ -3,7 +3,7 @@
 
 use byzagg::{Engine, Error, Rule};
 
-/// Every backend that needs no GPU.
+/// Returns every backend that needs no GPU.
 fn cpu_engines() -> Vec<(&'static str, Engine)> {
     vec![("reference", Engine::reference()), ("cpu", Engine::cpu())]
 }

@@ -125,7 +125,7 @@ pub struct DistancesArgs {
     output: PathBuf,
 }
 
-/// Parses a count such as f or m, with a message that says what is expected.
+/// Parses a count such as f or m, with a message naming the expected form.
 fn parse_count(text: &str) -> Result<usize, String> {
     text.parse()
         .map_err(|_| format!("expected a whole number ≥ 0, such as 2, but got {text:?}"))
@@ -212,7 +212,7 @@ fn finite_or_null(value: f64) -> serde_json::Value {
     }
 }
 
-/// One line saying what the rule did.
+/// Formats one line describing what the rule did.
 fn summarize(rule: &Rule, out: &Aggregation, n: usize) -> String {
     let mut line = match rule {
         Rule::Krum { .. } => format!("krum selected worker {} of {n}", out.selected[0]),

@@ -554,7 +554,7 @@ pub(crate) fn order_stat(values: &mut [f32], stat: CoordinateStat) -> f32 {
     }
 }
 
-/// The median in f64, which holds the mean of two f32 values exactly, so
+/// The median in f64, which represents the mean of two f32 values exactly, so
 /// that Bulyan's distances to it are not moved by rounding the median to f32.
 fn median_of_sorted(values: &[f32]) -> f64 {
     let n = values.len();

@@ -6,12 +6,12 @@
 use byzagg::gpu::{AdapterFilter, GpuOptions};
 use byzagg::Engine;
 
-/// Whether the environment demands a GPU adapter (`REQUIRE_GPU=1`).
+/// Returns whether the environment requires a GPU adapter (`REQUIRE_GPU=1`).
 pub fn gpu_required() -> bool {
     std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1")
 }
 
-/// The GPU engine on the adapter that `filter` picks, or `None` with a skip
+/// Builds the GPU engine on the adapter that `filter` picks, or `None` with a skip
 /// message when there is none. With `REQUIRE_GPU=1` a missing adapter fails
 /// the test instead.
 pub fn gpu_engine(filter: &AdapterFilter, what: &str) -> Option<Engine> {
