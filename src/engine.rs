@@ -1,5 +1,6 @@
 //! The entry point: an [`Engine`] bound to one backend.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use ndarray::Array2;
@@ -11,7 +12,7 @@ use crate::stages::Stages;
 use crate::{Error, GradientSource, PreAggregation, Result, Rule};
 
 /// The output of an aggregation and the evidence behind it.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Aggregation {
     /// The aggregated gradient, of the input's dimension d.
     pub vector: Vec<f32>,
@@ -283,13 +284,57 @@ impl Engine {
         pre: Option<PreAggregation>,
         grads: &G,
     ) -> Result<Aggregation> {
+        let mut out = Aggregation::default();
+        self.aggregate_into(rule, pre, grads, &mut out)?;
+        Ok(out)
+    }
+
+    /// Aggregates like [`Engine::aggregate_with`] into `out`, writing the
+    /// aggregated gradient into the memory of `out.vector`.
+    ///
+    /// A training loop that keeps one [`Aggregation`] across steps then
+    /// writes each step's gradient into memory it has already touched. A
+    /// fresh vector of d values is faulted in page by page, which for large
+    /// d costs about as much as reading the n gradients.
+    ///
+    /// On the CPU backend every rule writes its result into that memory. The
+    /// geometric median, centered clipping and NNM still allocate their
+    /// intermediate vectors. The GPU and reference backends replace the
+    /// vector. On error `out` is left empty.
+    ///
+    /// ```
+    /// use byzagg::{Aggregation, Engine, Rule};
+    /// let engine = Engine::cpu();
+    /// let mut out = Aggregation::default();
+    /// for step in 0..3 {
+    ///     let grads: Vec<Vec<f32>> = (0..5).map(|i| vec![(i + step) as f32; 1000]).collect();
+    ///     engine.aggregate_into(&Rule::Krum { f: 1 }, None, &grads, &mut out)?;
+    ///     assert_eq!(out.vector.len(), 1000);
+    /// }
+    /// # Ok::<(), byzagg::Error>(())
+    /// ```
+    pub fn aggregate_into<G: GradientSource + ?Sized>(
+        &self,
+        rule: &Rule,
+        pre: Option<PreAggregation>,
+        grads: &G,
+        out: &mut Aggregation,
+    ) -> Result<()> {
+        // Taken before anything can fail, so that an error leaves `out` empty.
+        let vector = Cell::new(std::mem::take(&mut out.vector));
+        *out = Aggregation::default();
         let grads = Dyn(grads);
         let (n, d) = validate_shape(&grads)?;
         self.check_host_memory(n, d, pre)?;
-        match self.run(|stages| crate::pipeline::aggregate(stages, rule, pre, &grads)) {
+        // A CPU rerun after a GPU fault starts from an empty vector.
+        let result = match self
+            .run(|stages| crate::pipeline::aggregate(stages, rule, pre, &grads, vector.take()))
+        {
             None => crate::cpu::reference::aggregate(rule, pre, &grads),
             Some(result) => result,
-        }
+        };
+        *out = result?;
+        Ok(())
     }
 
     /// The n×n matrix of squared distances D[i][j] = Σ_c (x_i[c] − x_j[c])².

@@ -28,6 +28,7 @@ mod rule;
 pub mod selftest;
 pub mod stages;
 pub mod train;
+mod vectors;
 
 pub use engine::{Aggregation, BackendKind, Engine};
 pub use error::{Error, Result};

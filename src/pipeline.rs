@@ -24,34 +24,32 @@ fn check_budget(non_finite: Vec<usize>, f: usize) -> Result<Vec<usize>> {
     Ok(non_finite)
 }
 
-/// Weights (1 × n) that average `indices` with equal weight.
-fn mean_weights(n: usize, indices: &[usize]) -> Array2<f64> {
-    let mut weights = Array2::zeros((1, n));
+/// Weights (one per worker of n) that average `indices` with equal weight.
+fn mean_weights(n: usize, indices: &[usize]) -> Vec<f64> {
+    let mut weights = vec![0.0; n];
     for &i in indices {
-        weights[[0, i]] = 1.0 / indices.len() as f64;
+        weights[i] = 1.0 / indices.len() as f64;
     }
     weights
 }
 
-fn single(mut sums: Vec<Vec<f32>>) -> Vec<f32> {
-    sums.swap_remove(0)
-}
-
 /// Aggregates `grads` with `rule` on `stages`, after the optional
-/// pre-aggregation step.
+/// pre-aggregation step. The result's vector is written into `vector` where
+/// the rule and backend allow, reusing its memory.
 pub fn aggregate(
     stages: &dyn Stages,
     rule: &Rule,
     pre: Option<PreAggregation>,
     grads: &dyn GradientSource,
+    vector: Vec<f32>,
 ) -> Result<Aggregation> {
     let (n, d) = validate_shape(grads)?;
     rule.validate(n, d)?;
     match pre {
-        None => aggregate_rule(stages, rule, grads),
+        None => aggregate_rule(stages, rule, grads, vector),
         Some(PreAggregation::Nnm) => {
             let mixed = nearest_neighbour_mixing(stages, rule.f(), grads)?;
-            aggregate_rule(stages, rule, &mixed)
+            aggregate_rule(stages, rule, &mixed, vector)
         }
     }
 }
@@ -91,6 +89,7 @@ fn aggregate_rule(
     stages: &dyn Stages,
     rule: &Rule,
     grads: &dyn GradientSource,
+    mut vector: Vec<f32>,
 ) -> Result<Aggregation> {
     match rule {
         Rule::Krum { f } => {
@@ -99,16 +98,14 @@ fn aggregate_rule(
             let scores = stages.scores(&sq_distances, n - f - 2)?;
             // At least n − f ≥ f + 3 workers are finite, so a choice exists.
             let chosen = lowest_finite(stages, rule, &scores, &out.non_finite, 1)?;
-            // A borrowed row is copied in one pass; zeroing a buffer first
-            // would touch every page twice.
-            out.vector = match grads.row(chosen[0]) {
-                Some(row) => row.to_vec(),
+            match grads.row(chosen[0]) {
+                Some(row) => crate::vectors::copy_into(row, &mut vector),
                 None => {
-                    let mut vector = vec![0f32; grads.len_of(0)];
+                    crate::vectors::reuse(&mut vector, grads.len_of(0));
                     grads.read_into(chosen[0], 0, &mut vector)?;
-                    vector
                 }
-            };
+            }
+            out.vector = vector;
             out.selected = chosen;
             out.scores = Some(scores);
             Ok(out)
@@ -118,7 +115,8 @@ fn aggregate_rule(
             let n = sq_distances.nrows();
             let scores = stages.scores(&sq_distances, n - f - 2)?;
             let chosen = lowest_finite(stages, rule, &scores, &out.non_finite, *m)?;
-            out.vector = single(stages.weighted_sums(grads, &mean_weights(n, &chosen))?);
+            stages.weighted_sum_into(grads, &mean_weights(n, &chosen), &mut vector)?;
+            out.vector = vector;
             out.selected = chosen;
             out.scores = Some(scores);
             Ok(out)
@@ -128,33 +126,38 @@ fn aggregate_rule(
             let chosen = bulyan_selection(stages, rule, &sq_distances, &out.non_finite, *f)?;
             let beta = chosen.len() - 2 * f;
             let subset = Subset::new(grads, chosen.clone());
-            out.vector =
-                stages.coordinate_stat(&subset, CoordinateStat::MeanAroundMedian { beta })?;
+            let stat = CoordinateStat::MeanAroundMedian { beta };
+            stages.coordinate_stat_into(&subset, stat, &mut vector)?;
+            out.vector = vector;
             out.selected = chosen;
             Ok(out)
         }
         Rule::Mean { .. } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
             let all: Vec<usize> = (0..finite.workers()).collect();
-            out.vector = single(stages.weighted_sums(&finite, &mean_weights(all.len(), &all))?);
+            stages.weighted_sum_into(&finite, &mean_weights(all.len(), &all), &mut vector)?;
+            out.vector = vector;
             Ok(out)
         }
         Rule::Median { .. } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
-            out.vector = stages.coordinate_stat(&finite, CoordinateStat::Median)?;
+            stages.coordinate_stat_into(&finite, CoordinateStat::Median, &mut vector)?;
+            out.vector = vector;
             Ok(out)
         }
         Rule::TrimmedMean { f } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
-            out.vector =
-                stages.coordinate_stat(&finite, CoordinateStat::TrimmedMean { trim: *f })?;
+            let stat = CoordinateStat::TrimmedMean { trim: *f };
+            stages.coordinate_stat_into(&finite, stat, &mut vector)?;
+            out.vector = vector;
             Ok(out)
         }
         Rule::GeometricMedian {
             nu, max_iters, tol, ..
         } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
-            let (vector, iterations) = geometric_median(stages, &finite, *nu, *max_iters, *tol)?;
+            let (vector, iterations) =
+                geometric_median(stages, &finite, *nu, *max_iters, *tol, vector)?;
             out.vector = vector;
             out.iterations = Some(iterations);
             Ok(out)
@@ -164,8 +167,14 @@ fn aggregate_rule(
         } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
             let d = finite.len_of(0);
-            let start = center.clone().unwrap_or_else(|| vec![0f32; d]);
-            out.vector = centered_clipping(stages, &finite, start, *tau, *iters)?;
+            match center {
+                Some(center) => crate::vectors::copy_into(center, &mut vector),
+                None => {
+                    crate::vectors::reuse(&mut vector, d);
+                    vector.fill(0.0);
+                }
+            }
+            out.vector = centered_clipping(stages, &finite, vector, *tau, *iters)?;
             out.iterations = Some(*iters);
             Ok(out)
         }
@@ -267,26 +276,35 @@ fn norm(v: &[f32]) -> f64 {
 }
 
 /// Smoothed Weiszfeld iterations from the mean; returns the estimate and the
-/// number of iterations run.
+/// number of iterations run. The iterates alternate between `vector` and
+/// one more buffer.
 fn geometric_median(
     stages: &dyn Stages,
     grads: &dyn GradientSource,
     nu: f64,
     max_iters: usize,
     tol: f64,
+    vector: Vec<f32>,
 ) -> Result<(Vec<f32>, usize)> {
     let n = grads.workers();
     let all: Vec<usize> = (0..n).collect();
-    let mut z = single(stages.weighted_sums(grads, &mean_weights(n, &all))?);
+    let mut z = vector;
+    stages.weighted_sum_into(grads, &mean_weights(n, &all), &mut z)?;
+    let mut next = Vec::new();
     for iteration in 1..=max_iters {
         let distances = stages.sq_distances_to(grads, &z)?;
         let raw: Vec<f64> = distances.iter().map(|s| 1.0 / s.sqrt().max(nu)).collect();
         let total: f64 = raw.iter().sum();
-        let weights = Array2::from_shape_fn((1, n), |(_, i)| raw[i] / total);
-        let next = single(stages.weighted_sums(grads, &weights)?);
-        let change: Vec<f32> = next.iter().zip(&z).map(|(a, b)| a - b).collect();
-        let converged = norm(&change) <= tol * norm(&z);
-        z = next;
+        let weights: Vec<f64> = raw.iter().map(|r| r / total).collect();
+        stages.weighted_sum_into(grads, &weights, &mut next)?;
+        let change = next
+            .iter()
+            .zip(&z)
+            .map(|(&a, &b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let converged = change <= tol * norm(&z);
+        std::mem::swap(&mut z, &mut next);
         if converged {
             return Ok((z, iteration));
         }
@@ -303,6 +321,7 @@ fn centered_clipping(
     iters: usize,
 ) -> Result<Vec<f32>> {
     let n = grads.workers();
+    let mut pulled = Vec::new();
     for _ in 0..iters {
         let distances = stages.sq_distances_to(grads, &v)?;
         // clip(x_i − v, τ) = c_i (x_i − v) with c_i = min(1, τ / |x_i − v|),
@@ -318,14 +337,12 @@ fn centered_clipping(
                 }
             })
             .collect();
-        let weights = Array2::from_shape_fn((1, n), |(_, i)| clip[i] / n as f64);
-        let pulled = single(stages.weighted_sums(grads, &weights)?);
+        let weights: Vec<f64> = clip.iter().map(|c| c / n as f64).collect();
+        stages.weighted_sum_into(grads, &weights, &mut pulled)?;
         let keep = 1.0 - clip.iter().sum::<f64>() / n as f64;
-        v = v
-            .iter()
-            .zip(&pulled)
-            .map(|(&old, &p)| (old as f64 * keep + p as f64) as f32)
-            .collect();
+        for (old, &p) in v.iter_mut().zip(&pulled) {
+            *old = (*old as f64 * keep + p as f64) as f32;
+        }
     }
     Ok(v)
 }

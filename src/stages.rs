@@ -65,9 +65,35 @@ pub trait Stages: Send + Sync {
         weights: &Array2<f64>,
     ) -> Result<Vec<Vec<f32>>>;
 
+    /// The one vector Σ_i weights[i] x_i, written into `out`. A backend that
+    /// can write in place keeps `out`'s memory when it already holds d
+    /// values; the default allocates through [`Stages::weighted_sums`].
+    fn weighted_sum_into(
+        &self,
+        grads: &dyn GradientSource,
+        weights: &[f64],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let weights = Array2::from_shape_fn((1, weights.len()), |(_, i)| weights[i]);
+        *out = self.weighted_sums(grads, &weights)?.swap_remove(0);
+        Ok(())
+    }
+
     /// A per-coordinate order statistic over all workers of `grads`.
     fn coordinate_stat(&self, grads: &dyn GradientSource, stat: CoordinateStat)
         -> Result<Vec<f32>>;
+
+    /// [`Stages::coordinate_stat`] written into `out`, keeping its memory
+    /// where the backend can, as for [`Stages::weighted_sum_into`].
+    fn coordinate_stat_into(
+        &self,
+        grads: &dyn GradientSource,
+        stat: CoordinateStat,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        *out = self.coordinate_stat(grads, stat)?;
+        Ok(())
+    }
 
     /// |x_i − z|² for each worker i.
     fn sq_distances_to(&self, grads: &dyn GradientSource, point: &[f32]) -> Result<Vec<f64>>;

@@ -149,8 +149,16 @@ fn l2(v: &[f32]) -> f64 {
 }
 
 /// Runs `rule` (after `pre`) on `engine` and on the reference and compares
-/// every field of the two aggregations.
-fn check(engine: &Engine, rule: &Rule, pre: Option<PreAggregation>, case: Case) {
+/// every field of the two aggregations. The engine writes into `got`, which
+/// still holds the previous case's result, so that every rule is also
+/// checked writing over a reused vector of another length or content.
+fn check(
+    engine: &Engine,
+    rule: &Rule,
+    pre: Option<PreAggregation>,
+    case: Case,
+    got: &mut Aggregation,
+) {
     let grads = case.gradients();
     let label = format!(
         "{} with pre-aggregation {pre:?} on {} ({case:?})",
@@ -160,8 +168,8 @@ fn check(engine: &Engine, rule: &Rule, pre: Option<PreAggregation>, case: Case) 
     let want = Engine::reference()
         .aggregate_with(rule, pre, &grads)
         .unwrap_or_else(|e| panic!("{label}: reference failed: {e}"));
-    let got = engine
-        .aggregate_with(rule, pre, &grads)
+    engine
+        .aggregate_into(rule, pre, &grads, got)
         .unwrap_or_else(|e| panic!("{label}: failed: {e}"));
 
     assert_eq!(
@@ -306,8 +314,9 @@ const CASE_GROUPS: &[&str] = &[
 ];
 
 fn check_group(engine: &Engine, group: &str) {
+    let mut got = Aggregation::default();
     for (rule, pre, case) in cases(group) {
-        check(engine, &rule, pre, case);
+        check(engine, &rule, pre, case, &mut got);
     }
 }
 
@@ -360,6 +369,55 @@ fn gpu_rules_match_reference() {
     for group in CASE_GROUPS {
         check_group(&engine, group);
     }
+}
+
+#[test]
+fn cpu_writes_into_the_kept_vector() {
+    let grads = Case::new(21, 11, D_ACROSS_SLICE, 2, 1).gradients();
+    let rules = [
+        Rule::Krum { f: 2 },
+        Rule::MultiKrum { f: 2, m: 4 },
+        Rule::Mean { f: 2 },
+        Rule::Median { f: 2 },
+        Rule::TrimmedMean { f: 2 },
+        Rule::Bulyan { f: 2 },
+        Rule::CenteredClipping {
+            f: 2,
+            tau: 5.0,
+            iters: 2,
+            center: None,
+        },
+    ];
+    let engine = Engine::cpu();
+    for rule in &rules {
+        let mut out = Aggregation::default();
+        engine.aggregate_into(rule, None, &grads, &mut out).unwrap();
+        let memory = out.vector.as_ptr();
+        let first = out.clone();
+        engine.aggregate_into(rule, None, &grads, &mut out).unwrap();
+        assert_eq!(
+            out.vector.as_ptr(),
+            memory,
+            "{}: vector reallocated",
+            rule.name()
+        );
+        assert_eq!(out.selected, first.selected, "{}: selected", rule.name());
+        let tolerance = vec![1e-6; first.vector.len()];
+        assert_vector_close(rule.name(), &out.vector, &first.vector, &tolerance);
+    }
+}
+
+#[test]
+fn aggregate_into_leaves_out_empty_on_error() {
+    let grads = Case::new(22, 5, 64, 0, 0).gradients();
+    let mut out = Engine::cpu()
+        .aggregate(&Rule::Mean { f: 0 }, &grads)
+        .unwrap();
+    let error = Engine::cpu()
+        .aggregate_into(&Rule::Krum { f: 2 }, None, &grads, &mut out)
+        .unwrap_err();
+    assert!(matches!(error, Error::TooFewWorkers { .. }), "{error}");
+    assert_eq!(out, Aggregation::default());
 }
 
 /// Runs `rule` on the reference and the fast CPU backend, checks that both

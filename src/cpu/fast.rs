@@ -334,6 +334,57 @@ fn check_length(what: &'static str, got: usize, expected: usize) -> Result<()> {
     })
 }
 
+impl CpuStages {
+    /// For each row w of `weights`, Σ_i w_i x_i into the output of the same
+    /// index, keeping the memory of outputs that already hold d values.
+    fn write_weighted_sums(
+        &self,
+        grads: &dyn GradientSource,
+        weights: &Array2<f64>,
+        outputs: &mut [Vec<f32>],
+    ) -> Result<()> {
+        let blocks = Blocks::new(grads)?;
+        let (n, d) = (grads.workers(), blocks.d);
+        check_length("weights", weights.ncols(), n)?;
+        let weight_rows: Vec<Vec<f64>> = weights.rows().into_iter().map(|w| w.to_vec()).collect();
+        for output in outputs.iter_mut() {
+            crate::vectors::reuse(output, d);
+        }
+        // Each block owns its range of every output.
+        let mut per_block: Vec<Vec<&mut [f32]>> = (0..blocks.count()).map(|_| Vec::new()).collect();
+        for output in outputs.iter_mut() {
+            for (block, range) in output.chunks_mut(blocks.len).enumerate() {
+                per_block[block].push(range);
+            }
+        }
+        per_block.into_par_iter().enumerate().try_for_each_init(
+            Vec::new,
+            |scratch, (block, mut targets)| -> Result<()> {
+                let slices = blocks.slices(block, scratch)?;
+                let mut sub_slices = Vec::with_capacity(n);
+                let len = slices[0].len();
+                let mut acc = [0f64; SUM_CHUNK];
+                for (target, w) in targets.iter_mut().zip(&weight_rows) {
+                    let mut start = 0;
+                    while start < len {
+                        let end = (start + SUM_CHUNK).min(len);
+                        let acc = &mut acc[..end - start];
+                        acc.fill(0.0);
+                        sub_slices.clear();
+                        sub_slices.extend(slices.iter().map(|s| &s[start..end]));
+                        kernels::weighted(self.simd, &sub_slices, w, acc);
+                        for (dst, &a) in target[start..end].iter_mut().zip(acc.iter()) {
+                            *dst = a as f32;
+                        }
+                        start = end;
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
 impl Stages for CpuStages {
     fn name(&self) -> &'static str {
         "cpu"
@@ -427,44 +478,19 @@ impl Stages for CpuStages {
         grads: &dyn GradientSource,
         weights: &Array2<f64>,
     ) -> Result<Vec<Vec<f32>>> {
-        let blocks = Blocks::new(grads)?;
-        let (n, d) = (grads.workers(), blocks.d);
-        check_length("weights", weights.ncols(), n)?;
-        let weight_rows: Vec<Vec<f64>> = weights.rows().into_iter().map(|w| w.to_vec()).collect();
-        let mut outputs = vec![vec![0f32; d]; weights.nrows()];
-        // Each block owns its range of every output.
-        let mut per_block: Vec<Vec<&mut [f32]>> = (0..blocks.count()).map(|_| Vec::new()).collect();
-        for output in outputs.iter_mut() {
-            for (block, range) in output.chunks_mut(blocks.len).enumerate() {
-                per_block[block].push(range);
-            }
-        }
-        per_block.into_par_iter().enumerate().try_for_each_init(
-            Vec::new,
-            |scratch, (block, mut targets)| -> Result<()> {
-                let slices = blocks.slices(block, scratch)?;
-                let mut sub_slices = Vec::with_capacity(n);
-                let len = slices[0].len();
-                let mut acc = [0f64; SUM_CHUNK];
-                for (target, w) in targets.iter_mut().zip(&weight_rows) {
-                    let mut start = 0;
-                    while start < len {
-                        let end = (start + SUM_CHUNK).min(len);
-                        let acc = &mut acc[..end - start];
-                        acc.fill(0.0);
-                        sub_slices.clear();
-                        sub_slices.extend(slices.iter().map(|s| &s[start..end]));
-                        kernels::weighted(self.simd, &sub_slices, w, acc);
-                        for (dst, &a) in target[start..end].iter_mut().zip(acc.iter()) {
-                            *dst = a as f32;
-                        }
-                        start = end;
-                    }
-                }
-                Ok(())
-            },
-        )?;
+        let mut outputs = vec![Vec::new(); weights.nrows()];
+        self.write_weighted_sums(grads, weights, &mut outputs)?;
         Ok(outputs)
+    }
+
+    fn weighted_sum_into(
+        &self,
+        grads: &dyn GradientSource,
+        weights: &[f64],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let weights = Array2::from_shape_fn((1, weights.len()), |(_, i)| weights[i]);
+        self.write_weighted_sums(grads, &weights, std::slice::from_mut(out))
     }
 
     fn coordinate_stat(
@@ -472,12 +498,22 @@ impl Stages for CpuStages {
         grads: &dyn GradientSource,
         stat: CoordinateStat,
     ) -> Result<Vec<f32>> {
+        let mut output = Vec::new();
+        self.coordinate_stat_into(grads, stat, &mut output)?;
+        Ok(output)
+    }
+
+    fn coordinate_stat_into(
+        &self,
+        grads: &dyn GradientSource,
+        stat: CoordinateStat,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         let blocks = Blocks::new(grads)?;
         let n = grads.workers();
         check_stat(stat, n)?;
-        let mut output = vec![0f32; blocks.d];
-        output
-            .par_chunks_mut(blocks.len)
+        crate::vectors::reuse(out, blocks.d);
+        out.par_chunks_mut(blocks.len)
             .enumerate()
             .try_for_each_init(
                 || (Vec::new(), Vec::new(), vec![0f32; n]),
@@ -496,8 +532,7 @@ impl Stages for CpuStages {
                     }
                     Ok(())
                 },
-            )?;
-        Ok(output)
+            )
     }
 
     fn sq_distances_to(&self, grads: &dyn GradientSource, point: &[f32]) -> Result<Vec<f64>> {

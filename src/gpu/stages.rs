@@ -634,7 +634,7 @@ impl GpuStages {
             stat,
             kernel,
             params_tail,
-            output: vec![0f32; d],
+            output: crate::vectors::zeros(d),
             inputs: pair_of(context, "gradient slice", INPUT, bytes_of(n * len))?,
             results: pair_of(context, "order statistics", OUTPUT, bytes_of(words * len))?,
             readbacks: pair_of(
@@ -791,7 +791,7 @@ impl GpuStages {
         let mut work = CombineWork {
             context,
             n,
-            outputs: vec![vec![0f32; d]; outputs],
+            outputs: (0..outputs).map(|_| crate::vectors::zeros(d)).collect(),
             weights: weight_buffer,
             inputs: pair_of(context, "gradient slice", INPUT, bytes_of(n * len))?,
             results: pair_of(context, "weighted sums", OUTPUT, result_bytes)?,
