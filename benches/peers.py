@@ -17,7 +17,8 @@ byzagg returns one) in up to three ways:
                 in the same run (--byzagg PATH), so that the ratios come from
                 one run on one machine state. byzagg generates its own
                 gradients with the same recipe; Krum's cost does not depend
-                on the values.
+                on the values. It runs with --fresh-output, so that like
+                numpy it writes every result into newly allocated memory.
 
 Install the Python side with:  pip install numpy scipy threadpoolctl
 Build byzagg with:             cargo build --release
@@ -138,7 +139,8 @@ def median_time(run, repeats, warmup):
 
 def run_byzagg(path, n, d, backends, repeats, seed):
     command = [path, "bench", "--n", str(n), "--d", str(d), "--rule", "krum",
-               "--backends", backends, "--repeats", str(repeats), "--seed", str(seed), "--json"]
+               "--backends", backends, "--repeats", str(repeats), "--seed", str(seed),
+               "--fresh-output", "--json"]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit(f"peers.py: {' '.join(command)} failed:\n{completed.stderr}")

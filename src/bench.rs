@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::gpu::{AdapterFilter, GpuContext};
-use crate::{Engine, Error, Result, Rule, RuleParams};
+use crate::{Aggregation, Engine, Error, Result, Rule, RuleParams};
 
 /// The thing one row of a benchmark measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +59,10 @@ pub struct BenchConfig {
     pub repeats: usize,
     /// Seed of the generated gradients.
     pub seed: u64,
+    /// Whether every timed run allocates a new output vector
+    /// ([`Engine::aggregate`]) instead of writing into the previous run's
+    /// ([`Engine::aggregate_into`]).
+    pub fresh_output: bool,
 }
 
 /// One backend's measurement.
@@ -117,6 +121,10 @@ pub struct BenchReport {
     pub seed: u64,
     /// Threads in rayon's pool.
     pub threads: usize,
+    /// Whether each run allocated a new output vector; otherwise the runs
+    /// wrote into one kept across them, as a training loop does with
+    /// [`Engine::aggregate_into`].
+    pub fresh_output: bool,
     /// Gradient bytes one aggregation reads at least once: n · d · 4.
     pub bytes_read: u64,
     /// Floating-point operations of one aggregation, for rules with a fixed
@@ -336,20 +344,41 @@ fn cpu_adapter() -> String {
     )
 }
 
+/// One aggregation into `out`, in a new vector when `fresh` and in `out`'s
+/// memory otherwise. Returns the aggregation `out` held before a fresh one,
+/// for the caller to drop once the run is timed.
+fn aggregate_once(
+    engine: &Engine,
+    rule: &Rule,
+    grads: &[Vec<f32>],
+    fresh: bool,
+    out: &mut Aggregation,
+) -> Result<Aggregation> {
+    if fresh {
+        Ok(std::mem::replace(out, engine.aggregate(rule, grads)?))
+    } else {
+        engine.aggregate_into(rule, None, grads, out)?;
+        Ok(Aggregation::default())
+    }
+}
+
 /// Aggregates with `engine`, timed; the first run is a warm-up unless the
 /// engine is the reference, whose runs are long.
 fn measure_engine(
     engine: &Engine,
     rule: &Rule,
     grads: &[Vec<f32>],
-    repeats: usize,
+    config: &BenchConfig,
     row: &mut BenchRow,
 ) -> Result<()> {
     let warmup = usize::from(engine.kind() != crate::BackendKind::Reference);
-    let (mut times, output) = time_runs(repeats, warmup, || engine.aggregate(rule, grads))?;
+    let mut out = Aggregation::default();
+    let (mut times, _) = time_runs(config.repeats, warmup, || {
+        aggregate_once(engine, rule, grads, config.fresh_output, &mut out)
+    })?;
     row.min_s = times.iter().copied().reduce(f64::min);
     row.median_s = Some(median(&mut times));
-    row.selected = output.selected;
+    row.selected = out.selected;
     Ok(())
 }
 
@@ -362,24 +391,25 @@ fn measure_gpu(
     context: Arc<GpuContext>,
     rule: &Rule,
     grads: &[Vec<f32>],
-    repeats: usize,
+    config: &BenchConfig,
     row: &mut BenchRow,
 ) -> Result<()> {
+    let repeats = config.repeats;
     let engine = Engine::with_context(Arc::clone(&context));
     row.adapter = engine.adapter();
     row.timing = Some(context.timing().name());
-    engine.aggregate(rule, grads)?;
+    let mut out = Aggregation::default();
+    aggregate_once(&engine, rule, grads, config.fresh_output, &mut out)?;
     context.enable_stats(true);
     let mut times = Vec::with_capacity(repeats);
     let mut uploads = Vec::with_capacity(repeats);
     let mut kernels = Vec::with_capacity(repeats);
-    let mut last = None;
     for _ in 0..repeats {
         let start = Instant::now();
-        let output = engine.aggregate(rule, grads);
+        let retired = aggregate_once(&engine, rule, grads, config.fresh_output, &mut out);
         times.push(start.elapsed().as_secs_f64());
-        let taken = output.and_then(|output| Ok((output, context.take_stats()?)));
-        let (output, stats) = match taken {
+        let taken = retired.and_then(|retired| Ok((retired, context.take_stats()?)));
+        let (_retired, stats) = match taken {
             Ok(taken) => taken,
             Err(error) => {
                 context.enable_stats(false);
@@ -391,7 +421,6 @@ fn measure_gpu(
             kernels.extend(stats.kernel_s);
             row.upload_bytes = Some(stats.upload_bytes);
         }
-        last = Some(output);
     }
     context.enable_stats(false);
     row.min_s = times.iter().copied().reduce(f64::min);
@@ -402,7 +431,7 @@ fn measure_gpu(
     if !kernels.is_empty() {
         row.kernel_s = Some(median(&mut kernels));
     }
-    row.selected = last.expect("repeats ≥ 1 is validated").selected;
+    row.selected = out.selected;
     Ok(())
 }
 
@@ -410,8 +439,9 @@ fn measure(
     backend: BenchBackend,
     rule: &Rule,
     grads: &[Vec<f32>],
-    repeats: usize,
+    config: &BenchConfig,
 ) -> Result<BenchRow> {
+    let repeats = config.repeats;
     let mut row = empty_row(backend);
     match backend {
         BenchBackend::Memory => {
@@ -421,14 +451,14 @@ fn measure(
             row.median_s = Some(median(&mut times));
         }
         BenchBackend::Reference => {
-            measure_engine(&Engine::reference(), rule, grads, repeats, &mut row)?
+            measure_engine(&Engine::reference(), rule, grads, config, &mut row)?
         }
         BenchBackend::Cpu => {
             row.adapter = Some(cpu_adapter());
-            measure_engine(&Engine::cpu(), rule, grads, repeats, &mut row)?;
+            measure_engine(&Engine::cpu(), rule, grads, config, &mut row)?;
         }
         BenchBackend::Gpu => match GpuContext::new(&AdapterFilter::from_env()) {
-            Ok(context) => measure_gpu(Arc::new(context), rule, grads, repeats, &mut row)?,
+            Ok(context) => measure_gpu(Arc::new(context), rule, grads, config, &mut row)?,
             Err(error) => row.unavailable = Some(error.to_string()),
         },
     }
@@ -448,7 +478,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         log::info!("bench: measuring {} on n = {n}, d = {d}", backend.name());
         // A backend that fails (for example a rule the reference lacks)
         // becomes an unavailable row, so the others are still measured.
-        let row = measure(backend, &rule, &grads, config.repeats).unwrap_or_else(|error| {
+        let row = measure(backend, &rule, &grads, config).unwrap_or_else(|error| {
             log::warn!("bench: {} failed: {error}", backend.name());
             BenchRow {
                 unavailable: Some(error.to_string()),
@@ -485,6 +515,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         repeats: config.repeats,
         seed: config.seed,
         threads: rayon::current_num_threads(),
+        fresh_output: config.fresh_output,
         bytes_read,
         flops,
         rows,

@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// Seed of the generated gradients.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Allocate a new output vector in every run, as `Engine::aggregate`
+    /// does. By default the runs write into one vector kept across them, as
+    /// a training loop does with `Engine::aggregate_into`.
+    #[arg(long)]
+    pub fresh_output: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +84,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         backends: args.backends.into_iter().map(BenchBackend::from).collect(),
         repeats: args.repeats,
         seed: args.seed,
+        fresh_output: args.fresh_output,
     };
     let report = bench::run(&config).context("benchmark failed")?;
     warn_if_selections_differ(&report);
@@ -119,14 +125,19 @@ fn cell(value: Option<f64>, decimals: usize, unit: &str) -> String {
 
 fn print_table(report: &BenchReport) {
     println!(
-        "{} on n = {}, d = {}, f = {}: {:.1} MB of gradients, median of {} runs, {} threads",
+        "{} on n = {}, d = {}, f = {}: {:.1} MB of gradients, median of {} runs, {} threads, {}",
         report.rule,
         report.n,
         report.d,
         report.f,
         report.bytes_read as f64 / 1e6,
         report.repeats,
-        report.threads
+        report.threads,
+        if report.fresh_output {
+            "a new output vector per run"
+        } else {
+            "one output vector reused"
+        }
     );
     print!("{}", format_table(report));
 }
@@ -225,6 +236,7 @@ mod tests {
             repeats: 1,
             seed: 0,
             threads: 2,
+            fresh_output: false,
             bytes_read: 128,
             flops: None,
             rows: vec![row("cpu", "avx2, 2 threads"), row("gpu", adapter)],
