@@ -344,9 +344,9 @@ fn cpu_adapter() -> String {
     )
 }
 
-/// One aggregation into `out`, in a new vector when `fresh` and in `out`'s
-/// memory otherwise. Returns the aggregation `out` held before a fresh one,
-/// for the caller to drop once the run is timed.
+/// Aggregates once into `out`, in a new vector when `fresh` and in `out`'s
+/// memory otherwise. Returns the aggregation that a fresh one replaced, for
+/// the caller to drop once the run is timed.
 fn aggregate_once(
     engine: &Engine,
     rule: &Rule,

@@ -27,6 +27,12 @@ pub enum CoordinateStat {
     },
 }
 
+/// Returns `weights` as the 1 × n matrix that [`Stages::weighted_sums`]
+/// takes.
+pub(crate) fn one_row(weights: &[f64]) -> Array2<f64> {
+    Array2::from_shape_fn((1, weights.len()), |(_, i)| weights[i])
+}
+
 /// The stages of the aggregation pipeline, one implementation per backend.
 ///
 /// Inputs are always finite except where a method's documentation states otherwise: the
@@ -65,17 +71,16 @@ pub trait Stages: Send + Sync {
         weights: &Array2<f64>,
     ) -> Result<Vec<Vec<f32>>>;
 
-    /// The one vector Σ_i weights[i] x_i, written into `out`. A backend that
-    /// can write in place keeps `out`'s memory when it already holds d
-    /// values; the default allocates through [`Stages::weighted_sums`].
+    /// Writes the one vector Σ_i weights[i] x_i into `out`. A backend that can
+    /// write in place keeps `out`'s memory when it already contains d values.
+    /// The default allocates through [`Stages::weighted_sums`].
     fn weighted_sum_into(
         &self,
         grads: &dyn GradientSource,
         weights: &[f64],
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let weights = Array2::from_shape_fn((1, weights.len()), |(_, i)| weights[i]);
-        *out = self.weighted_sums(grads, &weights)?.swap_remove(0);
+        *out = self.weighted_sums(grads, &one_row(weights))?.swap_remove(0);
         Ok(())
     }
 
@@ -83,8 +88,8 @@ pub trait Stages: Send + Sync {
     fn coordinate_stat(&self, grads: &dyn GradientSource, stat: CoordinateStat)
         -> Result<Vec<f32>>;
 
-    /// [`Stages::coordinate_stat`] written into `out`, keeping its memory
-    /// where the backend can, as for [`Stages::weighted_sum_into`].
+    /// Writes [`Stages::coordinate_stat`] into `out`, keeping its memory where
+    /// the backend can, as [`Stages::weighted_sum_into`] does.
     fn coordinate_stat_into(
         &self,
         grads: &dyn GradientSource,

@@ -150,7 +150,7 @@ fn l2(v: &[f32]) -> f64 {
 
 /// Runs `rule` (after `pre`) on `engine` and on the reference and compares
 /// every field of the two aggregations. The engine writes into `got`, which
-/// still holds the previous case's result, so that every rule is also
+/// still contains the previous case's result, so that every rule is also
 /// checked writing over a reused vector of another length or content.
 fn check(
     engine: &Engine,

@@ -336,7 +336,7 @@ fn check_length(what: &'static str, got: usize, expected: usize) -> Result<()> {
 
 impl CpuStages {
     /// For each row w of `weights`, Σ_i w_i x_i into the output of the same
-    /// index, keeping the memory of outputs that already hold d values.
+    /// index, keeping the memory of outputs that already contain d values.
     fn write_weighted_sums(
         &self,
         grads: &dyn GradientSource,
@@ -489,7 +489,7 @@ impl Stages for CpuStages {
         weights: &[f64],
         out: &mut Vec<f32>,
     ) -> Result<()> {
-        let weights = Array2::from_shape_fn((1, weights.len()), |(_, i)| weights[i]);
+        let weights = crate::stages::one_row(weights);
         self.write_weighted_sums(grads, &weights, std::slice::from_mut(out))
     }
 
