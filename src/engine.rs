@@ -7,7 +7,7 @@ use ndarray::Array2;
 
 use crate::cpu::CpuStages;
 use crate::gpu::{AdapterFilter, GpuContext, GpuOptions, GpuStages};
-use crate::gradients::validate_shape;
+use crate::gradients::{validate_shape, Dyn};
 use crate::stages::Stages;
 use crate::{Error, GradientSource, PreAggregation, Result, Rule};
 
@@ -76,27 +76,6 @@ pub struct Engine {
     backend: Backend,
     cpu_fallback: bool,
     memory_budget: Option<u64>,
-}
-
-/// Lets a generic, possibly unsized source be passed on as a trait object.
-struct Dyn<'a, G: ?Sized>(&'a G);
-
-impl<G: GradientSource + ?Sized> GradientSource for Dyn<'_, G> {
-    fn workers(&self) -> usize {
-        self.0.workers()
-    }
-
-    fn len_of(&self, worker: usize) -> usize {
-        self.0.len_of(worker)
-    }
-
-    fn row(&self, worker: usize) -> Option<&[f32]> {
-        self.0.row(worker)
-    }
-
-    fn read_into(&self, worker: usize, start: usize, out: &mut [f32]) -> Result<()> {
-        self.0.read_into(worker, start, out)
-    }
 }
 
 impl Engine {

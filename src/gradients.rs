@@ -162,3 +162,24 @@ impl<G: GradientSource + ?Sized> GradientSource for Subset<'_, G> {
         self.inner.read_into(self.indices[worker], start, out)
     }
 }
+
+/// Lets a generic, possibly unsized source be passed on as a trait object.
+pub(crate) struct Dyn<'a, G: ?Sized>(pub &'a G);
+
+impl<G: GradientSource + ?Sized> GradientSource for Dyn<'_, G> {
+    fn workers(&self) -> usize {
+        self.0.workers()
+    }
+
+    fn len_of(&self, worker: usize) -> usize {
+        self.0.len_of(worker)
+    }
+
+    fn row(&self, worker: usize) -> Option<&[f32]> {
+        self.0.row(worker)
+    }
+
+    fn read_into(&self, worker: usize, start: usize, out: &mut [f32]) -> Result<()> {
+        self.0.read_into(worker, start, out)
+    }
+}

@@ -12,6 +12,7 @@ const EXPECTED: &[&str] = &[
     "mean_around_median.wgsl",
     "non_finite.wgsl",
     "order_stats.wgsl",
+    "read_bandwidth.wgsl",
     "select.wgsl",
 ];
 

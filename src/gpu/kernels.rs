@@ -39,6 +39,7 @@ pub(super) struct Kernels {
     pub combine: Kernel,
     pub order_stats: Kernel,
     pub mean_around_median: Kernel,
+    pub read_bandwidth: Kernel,
 }
 
 impl Kernels {
@@ -102,6 +103,12 @@ impl Kernels {
                 device,
                 "mean_around_median.wgsl",
                 include_str!("../../shaders/mean_around_median.wgsl"),
+                &workgroup,
+            )?,
+            read_bandwidth: compile(
+                device,
+                "read_bandwidth.wgsl",
+                include_str!("../../shaders/read_bandwidth.wgsl"),
                 &workgroup,
             )?,
         })

@@ -8,6 +8,7 @@
 mod adapters;
 mod kernels;
 mod pool;
+mod probe;
 mod stages;
 mod stream;
 mod timing;
