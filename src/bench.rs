@@ -28,6 +28,13 @@ pub enum BenchBackend {
     Cpu,
     /// The GPU backend ([`Engine::gpu`]).
     Gpu,
+    /// The gradients uploaded to the GPU in slices with no compute
+    /// ([`GpuContext::stream_without_compute`]): the bound of the `gpu` row
+    /// from host memory.
+    GpuUpload,
+    /// n · d · 4 bytes read from GPU memory by a kernel that only sums them
+    /// ([`GpuContext::read_resident`]): the bound of the `gpu` row's kernels.
+    GpuMemory,
 }
 
 impl BenchBackend {
@@ -38,7 +45,17 @@ impl BenchBackend {
             BenchBackend::Reference => "reference",
             BenchBackend::Cpu => "cpu",
             BenchBackend::Gpu => "gpu",
+            BenchBackend::GpuUpload => "gpu-upload",
+            BenchBackend::GpuMemory => "gpu-memory",
         }
+    }
+
+    /// Returns whether the row runs the rule, rather than a bandwidth probe.
+    fn aggregates(self) -> bool {
+        matches!(
+            self,
+            BenchBackend::Reference | BenchBackend::Cpu | BenchBackend::Gpu
+        )
     }
 }
 
@@ -87,6 +104,15 @@ pub struct BenchRow {
     pub speedup_vs_reference: Option<f64>,
     /// This row's read rate over the `memory` row's, when that ran.
     pub fraction_of_stream: Option<f64>,
+    /// For the `gpu` row, the `gpu-upload` row's time over this row's: how
+    /// close an aggregation from host memory comes to uploading the
+    /// gradients alone.
+    pub fraction_of_upload: Option<f64>,
+    /// For the `gpu` row, the `gpu-memory` row's time over this row's
+    /// `kernel_s`: how close the kernels come to reading every gradient once
+    /// at the device's read bandwidth. `kernel_s` sums every pass of the
+    /// rule, not only the distances.
+    pub kernel_fraction_of_device_read: Option<f64>,
     /// Median host time of one aggregation's gradient uploads, in seconds,
     /// for the GPU: reading the slices and handing them to
     /// `queue.write_buffer`.
@@ -94,8 +120,9 @@ pub struct BenchRow {
     /// Median GPU time of one aggregation's compute passes, in seconds, for
     /// the GPU when it has timestamp queries.
     pub kernel_s: Option<f64>,
-    /// How the GPU row's times were measured: `timestamp-query` (kernels
-    /// timed by the GPU, uploads by the host) or `host` (only uploads timed).
+    /// The method that timed the GPU rows: `timestamp-query` (kernels timed
+    /// by the GPU, uploads by the host) or `host` (only uploads timed, and
+    /// the `gpu-memory` row by the host's wait for the kernel).
     pub timing: Option<&'static str>,
     /// Gradient bytes one aggregation uploads to the GPU, over all stages.
     pub upload_bytes: Option<u64>,
@@ -328,6 +355,8 @@ fn empty_row(backend: BenchBackend) -> BenchRow {
         gflop_per_s: None,
         speedup_vs_reference: None,
         fraction_of_stream: None,
+        fraction_of_upload: None,
+        kernel_fraction_of_device_read: None,
         upload_s: None,
         kernel_s: None,
         timing: None,
@@ -435,11 +464,57 @@ fn measure_gpu(
     Ok(())
 }
 
+/// The GPU context the GPU rows share, created on first use.
+#[derive(Default)]
+struct SharedGpu {
+    context: Option<std::result::Result<Arc<GpuContext>, String>>,
+}
+
+impl SharedGpu {
+    /// Returns the context, or the reason no GPU could be opened.
+    fn get(&mut self) -> std::result::Result<Arc<GpuContext>, String> {
+        self.context
+            .get_or_insert_with(|| {
+                GpuContext::new(&AdapterFilter::from_env())
+                    .map(Arc::new)
+                    .map_err(|error| error.to_string())
+            })
+            .clone()
+    }
+}
+
+/// Times [`GpuContext::read_resident`] over `bytes`: by the GPU's
+/// timestamps where the device has them, otherwise by the host's wait.
+fn measure_gpu_read(
+    context: &GpuContext,
+    bytes: u64,
+    repeats: usize,
+    row: &mut BenchRow,
+) -> Result<()> {
+    context.read_resident(bytes)?;
+    context.enable_stats(true);
+    let timed = (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            context.read_resident(bytes)?;
+            let host_s = start.elapsed().as_secs_f64();
+            let kernel_s = context.take_stats()?.and_then(|stats| stats.kernel_s);
+            Ok(kernel_s.unwrap_or(host_s))
+        })
+        .collect::<Result<Vec<f64>>>();
+    context.enable_stats(false);
+    let mut times = timed?;
+    row.min_s = times.iter().copied().reduce(f64::min);
+    row.median_s = Some(median(&mut times));
+    Ok(())
+}
+
 fn measure(
     backend: BenchBackend,
     rule: &Rule,
     grads: &[Vec<f32>],
     config: &BenchConfig,
+    gpu: &mut SharedGpu,
 ) -> Result<BenchRow> {
     let repeats = config.repeats;
     let mut row = empty_row(backend);
@@ -457,10 +532,30 @@ fn measure(
             row.adapter = Some(cpu_adapter());
             measure_engine(&Engine::cpu(), rule, grads, config, &mut row)?;
         }
-        BenchBackend::Gpu => match GpuContext::new(&AdapterFilter::from_env()) {
-            Ok(context) => measure_gpu(Arc::new(context), rule, grads, config, &mut row)?,
-            Err(error) => row.unavailable = Some(error.to_string()),
-        },
+        BenchBackend::Gpu | BenchBackend::GpuUpload | BenchBackend::GpuMemory => {
+            let context = match gpu.get() {
+                Ok(context) => context,
+                Err(reason) => {
+                    row.unavailable = Some(reason);
+                    return Ok(row);
+                }
+            };
+            row.adapter = Some(context.adapter_name().to_string());
+            match backend {
+                BenchBackend::GpuUpload => {
+                    let (mut times, _) =
+                        time_runs(repeats, 1, || context.stream_without_compute(grads))?;
+                    row.min_s = times.iter().copied().reduce(f64::min);
+                    row.median_s = Some(median(&mut times));
+                }
+                BenchBackend::GpuMemory => {
+                    row.timing = Some(context.timing().name());
+                    let bytes = grads.iter().map(|g| g.len() as u64 * 4).sum();
+                    measure_gpu_read(&context, bytes, repeats, &mut row)?;
+                }
+                _ => measure_gpu(context, rule, grads, config, &mut row)?,
+            }
+        }
     }
     Ok(row)
 }
@@ -474,11 +569,12 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     let flops = flops(&rule, n, d);
 
     let mut rows = Vec::with_capacity(config.backends.len());
+    let mut gpu = SharedGpu::default();
     for &backend in &config.backends {
         log::info!("bench: measuring {} on n = {n}, d = {d}", backend.name());
         // A backend that fails (for example a rule the reference lacks)
         // becomes an unavailable row, so the others are still measured.
-        let row = measure(backend, &rule, &grads, config).unwrap_or_else(|error| {
+        let row = measure(backend, &rule, &grads, config, &mut gpu).unwrap_or_else(|error| {
             log::warn!("bench: {} failed: {error}", backend.name());
             BenchRow {
                 unavailable: Some(error.to_string()),
@@ -495,15 +591,21 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
     };
     let reference = median_of("reference");
     let stream = median_of("memory");
-    for row in &mut rows {
+    let upload = median_of("gpu-upload");
+    let device_read = median_of("gpu-memory");
+    for (row, &backend) in rows.iter_mut().zip(&config.backends) {
         let Some(seconds) = row.median_s else {
             continue;
         };
         row.gb_per_s = Some(bytes_read as f64 / seconds / 1e9);
-        if row.backend != "memory" {
+        if backend.aggregates() {
             row.gflop_per_s = flops.map(|count| count / seconds / 1e9);
             row.speedup_vs_reference = reference.map(|r| r / seconds);
             row.fraction_of_stream = stream.map(|s| s / seconds);
+        }
+        if backend == BenchBackend::Gpu {
+            row.fraction_of_upload = upload.map(|u| u / seconds);
+            row.kernel_fraction_of_device_read = device_read.zip(row.kernel_s).map(|(r, k)| r / k);
         }
     }
 

@@ -163,6 +163,60 @@ fn bench_json_reports_gpu_timing() {
     }
 }
 
+#[test]
+fn bench_gpu_bandwidth_rows() {
+    if gpu_engine(&AdapterFilter::from_env(), "bench bandwidth rows").is_none() {
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_byzagg"))
+        .args(["bench", "--backends", "gpu-upload,gpu-memory,gpu"])
+        .args(["--json", "--repeats", "1", "--n", "5", "--d", "3000"])
+        .output()
+        .expect("running byzagg bench");
+    assert!(
+        output.status.success(),
+        "byzagg bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("bench prints JSON");
+    let rows = report["rows"].as_array().expect("rows is an array");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["backend"].as_str()).collect();
+    assert_eq!(names, ["gpu-upload", "gpu-memory", "gpu"]);
+    for row in rows {
+        assert!(row["unavailable"].is_null(), "row: {row}");
+        let rate = row["gb_per_s"].as_f64().expect("gb_per_s is a number");
+        assert!(rate > 0.0, "row: {row}");
+    }
+
+    let gpu = &rows[2];
+    let upload = gpu["fraction_of_upload"]
+        .as_f64()
+        .expect("fraction_of_upload");
+    assert!(upload > 0.0, "row: {gpu}");
+    // The probes are not rule runs, so they get no rule figures.
+    assert!(
+        rows[0]["speedup_vs_reference"].is_null(),
+        "row: {}",
+        rows[0]
+    );
+    assert!(rows[1]["gflop_per_s"].is_null(), "row: {}", rows[1]);
+
+    match gpu["timing"].as_str() {
+        Some("timestamp-query") => {
+            let read = gpu["kernel_fraction_of_device_read"]
+                .as_f64()
+                .expect("kernel_fraction_of_device_read");
+            assert!(read > 0.0, "row: {gpu}");
+        }
+        _ => assert!(
+            gpu["kernel_fraction_of_device_read"].is_null(),
+            "row: {gpu}"
+        ),
+    }
+}
+
 /// A context on a device created without `TIMESTAMP_QUERY` falls back to
 /// host timing: uploads are still counted and timed, kernel time is `None`.
 #[test]

@@ -15,6 +15,11 @@ pub enum BackendArg {
     Cpu,
     /// The GPU backend.
     Gpu,
+    /// Host-to-GPU upload bandwidth: the gradients streamed to the GPU in
+    /// slices with no compute.
+    GpuUpload,
+    /// GPU memory read bandwidth: a kernel that sums n · d · 4 resident bytes.
+    GpuMemory,
 }
 
 impl From<BackendArg> for BenchBackend {
@@ -24,6 +29,8 @@ impl From<BackendArg> for BenchBackend {
             BackendArg::Reference => BenchBackend::Reference,
             BackendArg::Cpu => BenchBackend::Cpu,
             BackendArg::Gpu => BenchBackend::Gpu,
+            BackendArg::GpuUpload => BenchBackend::GpuUpload,
+            BackendArg::GpuMemory => BenchBackend::GpuMemory,
         }
     }
 }
@@ -50,7 +57,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "memory,reference,cpu,gpu"
+        default_value = "memory,reference,cpu,gpu-upload,gpu-memory,gpu"
     )]
     pub backends: Vec<BackendArg>,
     /// Timed runs per backend; the median is reported. The CPU, GPU and
@@ -74,7 +81,7 @@ pub struct BenchArgs {
 pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         !args.backends.is_empty(),
-        "--backends is empty; name at least one of memory, reference, cpu, gpu"
+        "--backends is empty; name at least one of memory, reference, cpu, gpu, gpu-upload, gpu-memory"
     );
     let config = BenchConfig {
         n: args.n,
@@ -143,13 +150,23 @@ fn print_table(report: &BenchReport) {
 }
 
 /// Header of each table column; the first two are left-aligned text.
-const HEADERS: [&str; 10] = [
-    "backend", "adapter", "median s", "GB/s", "GFLOP/s", "speed-up", "stream", "upload s",
-    "kernel s", "timing",
+const HEADERS: [&str; 12] = [
+    "backend",
+    "adapter",
+    "median s",
+    "GB/s",
+    "GFLOP/s",
+    "speed-up",
+    "stream",
+    "vs upload",
+    "upload s",
+    "kernel s",
+    "kernel vs read",
+    "timing",
 ];
 
 /// The table's cells for one measured row, in [`HEADERS`] order.
-fn row_cells(row: &BenchRow) -> [String; 10] {
+fn row_cells(row: &BenchRow) -> [String; 12] {
     [
         row.backend.to_string(),
         row.adapter.clone().unwrap_or_else(|| "-".to_string()),
@@ -158,8 +175,14 @@ fn row_cells(row: &BenchRow) -> [String; 10] {
         cell(row.gflop_per_s, 1, ""),
         cell(row.speedup_vs_reference, 1, "×"),
         cell(row.fraction_of_stream.map(|f| f * 100.0), 0, "%"),
+        cell(row.fraction_of_upload.map(|f| f * 100.0), 0, "%"),
         cell(row.upload_s, 4, ""),
         cell(row.kernel_s, 4, ""),
+        cell(
+            row.kernel_fraction_of_device_read.map(|f| f * 100.0),
+            0,
+            "%",
+        ),
         row.timing.unwrap_or("-").to_string(),
     ]
 }
@@ -168,7 +191,7 @@ fn row_cells(row: &BenchRow) -> [String; 10] {
 /// unavailable backend's reason runs on past the columns.
 fn format_table(report: &BenchReport) -> String {
     let headers = HEADERS.map(str::to_string);
-    let rows: Vec<Result<[String; 10], String>> = report
+    let rows: Vec<Result<[String; 12], String>> = report
         .rows
         .iter()
         .map(|row| match &row.unavailable {
@@ -182,13 +205,13 @@ fn format_table(report: &BenchReport) -> String {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: &[String; 10]| {
+    let line = |cells: &[String; 12]| {
         let padded: Vec<String> = cells
             .iter()
             .zip(widths)
             .enumerate()
             .map(|(column, (cell, width))| {
-                if column < 2 || column == 9 {
+                if column < 2 || column == HEADERS.len() - 1 {
                     format!("{cell:<width$}")
                 } else {
                     format!("{cell:>width$}")
@@ -222,6 +245,8 @@ mod tests {
             gflop_per_s: None,
             speedup_vs_reference: Some(12.0),
             fraction_of_stream: None,
+            fraction_of_upload: None,
+            kernel_fraction_of_device_read: None,
             upload_s: None,
             kernel_s: None,
             timing: None,
