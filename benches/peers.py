@@ -193,7 +193,12 @@ def main():
         if args.byzagg:
             report = run_byzagg(args.byzagg, n, d, args.byzagg_backends, args.repeats, args.seed)
             for row in report["rows"]:
-                case_rows.append({"tool": f"byzagg-{row['backend']}", "seconds": row["median_s"],
+                tool = f"byzagg-{row['backend']}"
+                if row["backend"] == "gpu" and row["adapter"]:
+                    # Name the adapter, so that a software one such as
+                    # lavapipe's llvmpipe is not read as a GPU.
+                    tool += f" ({row['adapter'].split()[0]})"
+                case_rows.append({"tool": tool, "seconds": row["median_s"],
                                   "adapter": row["adapter"], "unavailable": row["unavailable"],
                                   "selected": (row["selected"] or [None])[0],
                                   "max_rel_error": None})
@@ -220,10 +225,11 @@ def print_case(n, d, f, rows):
 
     scipy_s, numpy_s, stream_s = seconds_of("scipy-cdist"), seconds_of("numpy-gram"), seconds_of("byzagg-memory")
     print(f"\nKrum, n = {n}, d = {d}, f = {f}, {rows[0]['bytes'] / 1e6:.0f} MB of float32 gradients")
-    print(f"{'tool':<18} {'median s':>10} {'GB/s':>8} {'vs scipy':>9} {'vs numpy':>9} {'stream':>7} {'max rel err':>12}")
+    width = max(18, *(len(row["tool"]) for row in rows))
+    print(f"{'tool':<{width}} {'median s':>10} {'GB/s':>8} {'vs scipy':>9} {'vs numpy':>9} {'stream':>7} {'max rel err':>12}")
     for row in rows:
         if row.get("unavailable"):
-            print(f"{row['tool']:<18} unavailable: {row['unavailable']}")
+            print(f"{row['tool']:<{width}} unavailable: {row['unavailable']}")
             continue
         s = row["seconds"]
 
@@ -231,7 +237,7 @@ def print_case(n, d, f, rows):
             return f"{base / s:.1f}x" if base and s else "-"
 
         err = row.get("max_rel_error")
-        print(f"{row['tool']:<18} {s:>10.4f} {row['bytes'] / s / 1e9:>8.2f} {ratio(scipy_s):>9} {ratio(numpy_s):>9} "
+        print(f"{row['tool']:<{width}} {s:>10.4f} {row['bytes'] / s / 1e9:>8.2f} {ratio(scipy_s):>9} {ratio(numpy_s):>9} "
               f"{(f'{stream_s / s * 100:.0f}%' if stream_s and row['tool'] != 'byzagg-memory' else '-'):>7} "
               f"{(f'{err:.1e}' if err is not None else '-'):>12}")
 
@@ -247,7 +253,7 @@ def plot_svg(rows, width=640, height=400):
     points = [p for line in series.values() for p in line]
     if not points:
         return "<svg xmlns='http://www.w3.org/2000/svg'/>\n"
-    left, right, top, bottom = 70, 170, 20, 50
+    left, right, top, bottom = 70, 190, 20, 50
     lx = [math.log10(d) for d, _ in points]
     ly = [math.log10(s) for _, s in points]
     x0, x1 = math.floor(min(lx)), math.ceil(max(lx))
