@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 
-use crate::{Engine, Error, Result, Rule, RuleParams, RULE_NAMES};
+use crate::{Aggregation, Engine, Error, Result, Rule, RuleParams, RULE_NAMES};
 
 use super::attack::Attack;
 use super::data::{shard, Dataset, Split};
@@ -109,7 +109,7 @@ pub struct RunResult {
     pub attack: String,
     /// Evaluations, by increasing step.
     pub curve: Vec<CurvePoint>,
-    /// Wall time spent in [`Engine::aggregate`], summed over the steps.
+    /// Wall time spent in [`Engine::aggregate_into`], summed over the steps.
     pub aggregation_time: Duration,
     /// The step at which the honest gradients or the parameters became
     /// non-finite, after which the model is frozen; `None` if training never
@@ -315,6 +315,8 @@ impl Experiment {
         let mut attack_rng = StdRng::seed_from_u64(derive_seed(seed, STREAM_ATTACK));
         let mut rule = spec.rule.clone();
         let mut aggregation_time = Duration::ZERO;
+        // Kept across steps, so that each step writes into the same memory.
+        let mut aggregate = Aggregation::default();
         let mut diverged_at = None;
         let mut curve = vec![self.evaluate(0, &params)];
 
@@ -344,11 +346,11 @@ impl Experiment {
                     grads.extend(byzantine);
 
                     let start = Instant::now();
-                    let aggregate = engine.aggregate(&rule, &grads)?.vector;
+                    engine.aggregate_into(&rule, None, &grads, &mut aggregate)?;
                     aggregation_time += start.elapsed();
 
                     let lr = self.config.lr as f32;
-                    for (p, g) in params.iter_mut().zip(&aggregate) {
+                    for (p, g) in params.iter_mut().zip(&aggregate.vector) {
                         *p -= lr * g;
                     }
                     if params.iter().any(|p| !p.is_finite()) {
@@ -357,7 +359,7 @@ impl Experiment {
                     // Centered clipping starts each step from the previous
                     // aggregate, as Karimireddy et al. (2021) do with momentum.
                     if let Rule::CenteredClipping { center, .. } = &mut rule {
-                        *center = Some(aggregate);
+                        *center = Some(aggregate.vector.clone());
                     }
                 }
             }
