@@ -30,7 +30,21 @@ enum Command {
     Bench(cli::bench::BenchArgs),
 }
 
+/// Mesa's EGL looks for a Wayland display while wgpu lists OpenGL adapters,
+/// and libwayland prints an error line when `XDG_RUNTIME_DIR` is unset or
+/// relative. This tool never opens a window, so such a variable is pointed
+/// at the temporary directory, where the display lookup fails silently.
+fn quiet_display_lookup() {
+    let usable = std::env::var_os("XDG_RUNTIME_DIR")
+        .is_some_and(|dir| std::path::Path::new(&dir).is_absolute());
+    if !usable {
+        // Called first in main, before any other thread exists.
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    quiet_display_lookup();
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("warn,wgpu_hal::gles=off"),
     )

@@ -729,3 +729,23 @@ fn max_memory_rejects_bad_sizes() {
         );
     }
 }
+
+#[test]
+fn devices_quiet_without_runtime_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    for runtime_dir in [None, Some("relative/dir")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_byzagg"));
+        command.arg("devices").current_dir(dir.path());
+        match runtime_dir {
+            None => command.env_remove("XDG_RUNTIME_DIR"),
+            Some(value) => command.env("XDG_RUNTIME_DIR", value),
+        };
+        let output = command.output().expect("running byzagg devices");
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(
+            !stderr(&output).contains("XDG_RUNTIME_DIR"),
+            "XDG_RUNTIME_DIR = {runtime_dir:?}: {}",
+            stderr(&output)
+        );
+    }
+}
