@@ -1,6 +1,6 @@
 //! The entry point: an [`Engine`] bound to one backend.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use ndarray::Array2;
@@ -279,7 +279,8 @@ impl Engine {
     /// On the CPU backend every rule writes its result into that memory. The
     /// geometric median, centered clipping and NNM still allocate their
     /// intermediate vectors. The GPU and reference backends replace the
-    /// vector. On error `out` is left empty.
+    /// vector. On error `out` is left empty, its vector keeping its memory
+    /// for the next call.
     ///
     /// ```
     /// use byzagg::{Aggregation, Engine, Rule};
@@ -299,21 +300,39 @@ impl Engine {
         grads: &G,
         out: &mut Aggregation,
     ) -> Result<()> {
-        // Taken before anything can fail, so that an error leaves `out` empty.
-        let vector = Cell::new(std::mem::take(&mut out.vector));
+        let vector = RefCell::new(std::mem::take(&mut out.vector));
         *out = Aggregation::default();
-        let grads = Dyn(grads);
-        let (n, d) = validate_shape(&grads)?;
-        self.check_host_memory(n, d, pre)?;
-        // A CPU rerun after a GPU fault starts from an empty vector.
-        let result = match self
-            .run(|stages| crate::pipeline::aggregate(stages, rule, pre, &grads, vector.take()))
-        {
-            None => crate::cpu::reference::aggregate(rule, pre, &grads),
-            Some(result) => result,
-        };
-        *out = result?;
+        let result = self.aggregate_with_vector(rule, pre, &Dyn(grads), &vector);
+        match result {
+            Ok(result) => *out = result,
+            Err(error) => {
+                // The memory stays with `out` for the next call.
+                out.vector = vector.into_inner();
+                out.vector.clear();
+                return Err(error);
+            }
+        }
         Ok(())
+    }
+
+    /// Runs the rule with its result written into `vector` where the backend
+    /// can, on the CPU again after a GPU fault when the fallback is on.
+    fn aggregate_with_vector(
+        &self,
+        rule: &Rule,
+        pre: Option<PreAggregation>,
+        grads: &dyn GradientSource,
+        vector: &RefCell<Vec<f32>>,
+    ) -> Result<Aggregation> {
+        let (n, d) = validate_shape(grads)?;
+        self.check_host_memory(n, d, pre)?;
+        let run = self.run(|stages| {
+            crate::pipeline::aggregate(stages, rule, pre, grads, &mut vector.borrow_mut())
+        });
+        match run {
+            None => crate::cpu::reference::aggregate(rule, pre, grads),
+            Some(result) => result,
+        }
     }
 
     /// The n×n matrix of squared distances D[i][j] = Σ_c (x_i[c] − x_j[c])².

@@ -35,13 +35,14 @@ fn mean_weights(n: usize, indices: &[usize]) -> Vec<f64> {
 
 /// Aggregates `grads` with `rule` on `stages`, after the optional
 /// pre-aggregation step. The result's vector is written into `vector` where
-/// the rule and backend allow, reusing its memory.
+/// the rule and backend allow, reusing its memory, and then moved into the
+/// result. On error `vector` keeps memory for the next call.
 pub fn aggregate(
     stages: &dyn Stages,
     rule: &Rule,
     pre: Option<PreAggregation>,
     grads: &dyn GradientSource,
-    vector: Vec<f32>,
+    vector: &mut Vec<f32>,
 ) -> Result<Aggregation> {
     let (n, d) = validate_shape(grads)?;
     rule.validate(n, d)?;
@@ -89,7 +90,7 @@ fn aggregate_rule(
     stages: &dyn Stages,
     rule: &Rule,
     grads: &dyn GradientSource,
-    mut vector: Vec<f32>,
+    vector: &mut Vec<f32>,
 ) -> Result<Aggregation> {
     match rule {
         Rule::Krum { f } => {
@@ -99,13 +100,13 @@ fn aggregate_rule(
             // At least n − f ≥ f + 3 workers are finite, so a choice exists.
             let chosen = lowest_finite(stages, rule, &scores, &out.non_finite, 1)?;
             match grads.row(chosen[0]) {
-                Some(row) => crate::vectors::copy_into(row, &mut vector),
+                Some(row) => crate::vectors::copy_into(row, vector),
                 None => {
-                    crate::vectors::reuse(&mut vector, grads.len_of(0));
-                    grads.read_into(chosen[0], 0, &mut vector)?;
+                    crate::vectors::reuse(vector, grads.len_of(0));
+                    grads.read_into(chosen[0], 0, vector)?;
                 }
             }
-            out.vector = vector;
+            out.vector = std::mem::take(vector);
             out.selected = chosen;
             out.scores = Some(scores);
             Ok(out)
@@ -115,8 +116,8 @@ fn aggregate_rule(
             let n = sq_distances.nrows();
             let scores = stages.scores(&sq_distances, n - f - 2)?;
             let chosen = lowest_finite(stages, rule, &scores, &out.non_finite, *m)?;
-            stages.weighted_sum_into(grads, &mean_weights(n, &chosen), &mut vector)?;
-            out.vector = vector;
+            stages.weighted_sum_into(grads, &mean_weights(n, &chosen), vector)?;
+            out.vector = std::mem::take(vector);
             out.selected = chosen;
             out.scores = Some(scores);
             Ok(out)
@@ -127,38 +128,37 @@ fn aggregate_rule(
             let beta = chosen.len() - 2 * f;
             let subset = Subset::new(grads, chosen.clone());
             let stat = CoordinateStat::MeanAroundMedian { beta };
-            stages.coordinate_stat_into(&subset, stat, &mut vector)?;
-            out.vector = vector;
+            stages.coordinate_stat_into(&subset, stat, vector)?;
+            out.vector = std::mem::take(vector);
             out.selected = chosen;
             Ok(out)
         }
         Rule::Mean { .. } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
             let all: Vec<usize> = (0..finite.workers()).collect();
-            stages.weighted_sum_into(&finite, &mean_weights(all.len(), &all), &mut vector)?;
-            out.vector = vector;
+            stages.weighted_sum_into(&finite, &mean_weights(all.len(), &all), vector)?;
+            out.vector = std::mem::take(vector);
             Ok(out)
         }
         Rule::Median { .. } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
-            stages.coordinate_stat_into(&finite, CoordinateStat::Median, &mut vector)?;
-            out.vector = vector;
+            stages.coordinate_stat_into(&finite, CoordinateStat::Median, vector)?;
+            out.vector = std::mem::take(vector);
             Ok(out)
         }
         Rule::TrimmedMean { f } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
             let stat = CoordinateStat::TrimmedMean { trim: *f };
-            stages.coordinate_stat_into(&finite, stat, &mut vector)?;
-            out.vector = vector;
+            stages.coordinate_stat_into(&finite, stat, vector)?;
+            out.vector = std::mem::take(vector);
             Ok(out)
         }
         Rule::GeometricMedian {
             nu, max_iters, tol, ..
         } => {
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
-            let (vector, iterations) =
-                geometric_median(stages, &finite, *nu, *max_iters, *tol, vector)?;
-            out.vector = vector;
+            let iterations = geometric_median(stages, &finite, *nu, *max_iters, *tol, vector)?;
+            out.vector = std::mem::take(vector);
             out.iterations = Some(iterations);
             Ok(out)
         }
@@ -168,13 +168,14 @@ fn aggregate_rule(
             let (finite, mut out) = drop_non_finite(stages, rule, grads)?;
             let d = finite.len_of(0);
             match center {
-                Some(center) => crate::vectors::copy_into(center, &mut vector),
+                Some(center) => crate::vectors::copy_into(center, vector),
                 None => {
-                    crate::vectors::reuse(&mut vector, d);
+                    crate::vectors::reuse(vector, d);
                     vector.fill(0.0);
                 }
             }
-            out.vector = centered_clipping(stages, &finite, vector, *tau, *iters)?;
+            centered_clipping(stages, &finite, vector, *tau, *iters)?;
+            out.vector = std::mem::take(vector);
             out.iterations = Some(*iters);
             Ok(out)
         }
@@ -275,55 +276,54 @@ fn norm(v: &[f32]) -> f64 {
         .sqrt()
 }
 
-/// Smoothed Weiszfeld iterations from the mean; returns the estimate and the
-/// number of iterations run. The iterates alternate between `vector` and
-/// one more buffer.
+/// Smoothed Weiszfeld iterations from the mean, ending with the estimate in
+/// `z`; returns the number of iterations run. The iterates alternate
+/// between `z` and one more vector.
 fn geometric_median(
     stages: &dyn Stages,
     grads: &dyn GradientSource,
     nu: f64,
     max_iters: usize,
     tol: f64,
-    vector: Vec<f32>,
-) -> Result<(Vec<f32>, usize)> {
+    z: &mut Vec<f32>,
+) -> Result<usize> {
     let n = grads.workers();
     let all: Vec<usize> = (0..n).collect();
-    let mut z = vector;
-    stages.weighted_sum_into(grads, &mean_weights(n, &all), &mut z)?;
+    stages.weighted_sum_into(grads, &mean_weights(n, &all), z)?;
     let mut next = Vec::new();
     for iteration in 1..=max_iters {
-        let distances = stages.sq_distances_to(grads, &z)?;
+        let distances = stages.sq_distances_to(grads, z)?;
         let raw: Vec<f64> = distances.iter().map(|s| 1.0 / s.sqrt().max(nu)).collect();
         let total: f64 = raw.iter().sum();
         let weights: Vec<f64> = raw.iter().map(|r| r / total).collect();
         stages.weighted_sum_into(grads, &weights, &mut next)?;
         let change = next
             .iter()
-            .zip(&z)
+            .zip(z.iter())
             .map(|(&a, &b)| ((a - b) as f64).powi(2))
             .sum::<f64>()
             .sqrt();
-        let converged = change <= tol * norm(&z);
-        std::mem::swap(&mut z, &mut next);
+        let converged = change <= tol * norm(z);
+        std::mem::swap(z, &mut next);
         if converged {
-            return Ok((z, iteration));
+            return Ok(iteration);
         }
     }
-    Ok((z, max_iters))
+    Ok(max_iters)
 }
 
 /// Centered clipping: v ← v + mean_i clip(x_i − v, τ), `iters` times.
 fn centered_clipping(
     stages: &dyn Stages,
     grads: &dyn GradientSource,
-    mut v: Vec<f32>,
+    v: &mut [f32],
     tau: f64,
     iters: usize,
-) -> Result<Vec<f32>> {
+) -> Result<()> {
     let n = grads.workers();
     let mut pulled = Vec::new();
     for _ in 0..iters {
-        let distances = stages.sq_distances_to(grads, &v)?;
+        let distances = stages.sq_distances_to(grads, v)?;
         // clip(x_i − v, τ) = c_i (x_i − v) with c_i = min(1, τ / |x_i − v|),
         // so the update is v (1 − Σ c_i / n) + Σ (c_i / n) x_i.
         let clip: Vec<f64> = distances
@@ -344,5 +344,5 @@ fn centered_clipping(
             *old = (*old as f64 * keep + p as f64) as f32;
         }
     }
-    Ok(v)
+    Ok(())
 }

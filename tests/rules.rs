@@ -408,7 +408,7 @@ fn cpu_writes_into_the_kept_vector() {
 }
 
 #[test]
-fn aggregate_into_leaves_out_empty_on_error() {
+fn aggregate_into_error_keeps_memory() {
     let grads = Case::new(22, 5, 64, 0, 0).gradients();
     let mut out = Engine::cpu()
         .aggregate(&Rule::Mean { f: 0 }, &grads)
@@ -418,6 +418,10 @@ fn aggregate_into_leaves_out_empty_on_error() {
         .unwrap_err();
     assert!(matches!(error, Error::TooFewWorkers { .. }), "{error}");
     assert_eq!(out, Aggregation::default());
+    assert!(
+        out.vector.capacity() >= 64,
+        "the vector's memory was dropped"
+    );
 }
 
 /// Runs `rule` on the reference and the fast CPU backend, checks that both
