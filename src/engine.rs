@@ -127,7 +127,8 @@ impl Engine {
     }
 
     /// Creates an engine on a hardware GPU if one exists, else on the CPU
-    /// path with one notice on stderr. Software adapters such as lavapipe are
+    /// path, which [`Engine::kind`] then reports (and an info-level log
+    /// record says why). Software adapters such as lavapipe are
     /// used only when asked for, through [`Engine::gpu`] or an adapter named
     /// in `BYZAGG_ADAPTER`.
     pub fn auto() -> Result<Self> {
@@ -143,11 +144,7 @@ impl Engine {
         match GpuContext::with_options(&filter, options) {
             Ok(context) => Ok(Self::with_context(Arc::new(context)).with_cpu_fallback(true)),
             Err(error) => {
-                log::debug!("auto backend: {error}");
-                eprintln!(
-                    "byzagg: no hardware GPU adapter found, using the CPU backend \
-                     (`byzagg devices` lists adapters; --backend gpu also uses software ones)"
-                );
+                log::info!("no hardware GPU adapter ({error}); using the CPU backend");
                 Ok(Self::cpu())
             }
         }
@@ -210,7 +207,6 @@ impl Engine {
         match result {
             Err(error) if self.cpu_fallback && error.is_device_fault() => {
                 log::warn!("the GPU failed ({error}); computing this call on the CPU instead");
-                eprintln!("byzagg: warning: the GPU failed ({error}); using the CPU for this call");
                 Some(call(&CpuStages::new()))
             }
             other => Some(other),

@@ -72,6 +72,19 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {text:?}: use a positive number of bytes with an optional K, M or G suffix, such as 512M"))
 }
 
+/// Builds the engine of `--backend auto`, and says on stderr when it falls
+/// back to the CPU, so that a user expecting a GPU learns why it is not used.
+pub fn auto_engine(filter: &AdapterFilter, options: GpuOptions) -> anyhow::Result<Engine> {
+    let engine = Engine::auto_with(filter, options)?;
+    if engine.kind() != byzagg::BackendKind::Gpu {
+        eprintln!(
+            "byzagg: no hardware GPU adapter found, using the CPU backend \
+             (`byzagg devices` lists adapters; --backend gpu also uses software ones)"
+        );
+    }
+    Ok(engine)
+}
+
 impl InputArgs {
     /// Builds the engine that the options ask for.
     pub fn engine(&self) -> anyhow::Result<Engine> {
@@ -84,7 +97,7 @@ impl InputArgs {
             ..GpuOptions::default()
         };
         let engine = match self.backend {
-            BackendArg::Auto => Engine::auto_with(&filter, options)?,
+            BackendArg::Auto => auto_engine(&filter, options)?,
             BackendArg::Cpu => Engine::cpu(),
             BackendArg::Reference => Engine::reference(),
             BackendArg::Gpu => Engine::gpu_with(&filter, options)?,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use byzagg::gpu::{AdapterFilter, GpuOptions};
 use byzagg::train::{
     curves_csv, curves_svg, write_atomic, Dataset, Experiment, ModelKind, RunResult, Split,
     TrainConfig, DEFAULT_HIDDEN,
@@ -162,7 +163,9 @@ impl TrainArgs {
 
     fn engine(&self) -> anyhow::Result<Engine> {
         Ok(match self.backend {
-            BackendName::Auto => Engine::auto()?,
+            BackendName::Auto => {
+                super::common::auto_engine(&AdapterFilter::from_env(), GpuOptions::default())?
+            }
             BackendName::Cpu => Engine::cpu(),
             BackendName::Gpu => Engine::gpu()?,
         })
