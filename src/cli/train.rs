@@ -234,17 +234,21 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 fn print_summary(results: &[RunResult]) {
-    println!(
-        "{:<18} {:<11} {:>9} {:>9} {:>15}  note",
+    // The note column, which says where a run diverged, appears only when
+    // one did.
+    let notes = results.iter().any(|r| r.diverged_at.is_some());
+    let header = format!(
+        "{:<18} {:<11} {:>9} {:>9} {:>17}",
         "rule", "attack", "final acc", "best acc", "aggregation (s)"
     );
+    println!("{}", if notes { header + "  note" } else { header });
     for result in results {
         let note = match result.diverged_at {
-            Some(step) => format!("diverged at step {step}"),
+            Some(step) => format!("  diverged at step {step}"),
             None => String::new(),
         };
         println!(
-            "{:<18} {:<11} {:>9.4} {:>9.4} {:>15.3}  {note}",
+            "{:<18} {:<11} {:>9.4} {:>9.4} {:>17.3}{note}",
             result.rule,
             result.attack,
             result.final_accuracy(),
