@@ -85,8 +85,12 @@ pub struct BenchConfig {
 /// One backend's measurement.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchRow {
-    /// Backend name: `memory`, `reference`, `cpu` or `gpu`.
+    /// Backend name: `memory`, `reference`, `cpu`, `gpu`, `gpu-upload` or
+    /// `gpu-memory`.
     pub backend: &'static str,
+    /// Whether the row runs the rule (`reference`, `cpu`, `gpu`), rather than
+    /// measuring a bandwidth bound.
+    pub runs_rule: bool,
     /// The runner: the GPU adapter, or the CPU's SIMD level and thread count.
     pub adapter: Option<String>,
     /// The reason the backend could not run, if it could not. The timings
@@ -225,18 +229,9 @@ fn available_memory() -> Option<u64> {
 /// Rejects sizes whose gradients (plus the reference's f64 copy, when it
 /// runs) would not fit in the available memory, before any allocation.
 fn check_memory(config: &BenchConfig) -> Result<()> {
-    let too_large = || Error::InvalidParameter {
-        rule: "bench",
-        name: "d",
-        value: config.d.to_string(),
-        fix: format!(
-            "{} × {} f32 values do not fit in memory; lower n or d",
-            config.n, config.d
-        ),
-    };
-    let values = (config.n as u64)
-        .checked_mul(config.d as u64)
-        .ok_or_else(too_large)?;
+    let (n, d) = (config.n, config.d);
+    let too_large = || does_not_fit(n, d, format!("{n} × {d} f32 values do not fit in memory"));
+    let values = (n as u64).checked_mul(d as u64).ok_or_else(too_large)?;
     let copies = if config.backends.contains(&BenchBackend::Reference) {
         3
     } else {
@@ -244,22 +239,49 @@ fn check_memory(config: &BenchConfig) -> Result<()> {
     };
     let needed = values.checked_mul(4 * copies).ok_or_else(too_large)?;
     match available_memory() {
-        Some(available) if needed > available => {
-            Err(Error::InvalidParameter {
-                rule: "bench",
-                name: "d",
-                value: config.d.to_string(),
-                fix: format!(
-                "n = {} × d = {} needs about {needed} bytes{}, more than the {available} bytes \
-                 of available memory; lower n or d",
-                config.n,
-                config.d,
-                if copies > 1 { " with the reference's f64 copy" } else { "" }
+        Some(available) if needed > available => Err(does_not_fit(
+            n,
+            d,
+            format!(
+                "the gradients{} need about {}, more than the {} of available memory",
+                if copies > 1 {
+                    " and the reference's f64 copy"
+                } else {
+                    ""
+                },
+                human_bytes(needed),
+                human_bytes(available)
             ),
-            })
-        }
+        )),
         _ => Ok(()),
     }
+}
+
+/// The error for n × d gradients that do not fit in memory, `why` saying
+/// how far they are from fitting.
+fn does_not_fit(n: usize, d: usize, why: String) -> Error {
+    Error::InvalidParameter {
+        rule: "bench",
+        name: "n × d",
+        value: format!("{n} × {d}"),
+        fix: format!("{why}; lower n or d"),
+    }
+}
+
+/// Formats a byte count with a decimal unit: `512 bytes`, `67.1 MB`,
+/// `12.0 TB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 1000 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// n seeded gradients of dimension d: worker i draws N(0, 1) coordinates from
@@ -269,13 +291,9 @@ pub fn generate(n: usize, d: usize, byzantine: usize, seed: u64) -> Result<Vec<V
     let mut rows = Vec::with_capacity(n);
     for _ in 0..n {
         let mut row: Vec<f32> = Vec::new();
-        row.try_reserve_exact(d)
-            .map_err(|_| Error::InvalidParameter {
-                rule: "bench",
-                name: "d",
-                value: d.to_string(),
-                fix: format!("{n} × {d} f32 values do not fit in memory; lower n or d"),
-            })?;
+        row.try_reserve_exact(d).map_err(|_| {
+            does_not_fit(n, d, format!("{n} × {d} f32 values do not fit in memory"))
+        })?;
         rows.push(row);
     }
     rows.par_iter_mut().enumerate().for_each(|(i, row)| {
@@ -347,6 +365,7 @@ fn stream_sum(grads: &[Vec<f32>]) -> f64 {
 fn empty_row(backend: BenchBackend) -> BenchRow {
     BenchRow {
         backend: backend.name(),
+        runs_rule: backend.aggregates(),
         adapter: None,
         unavailable: None,
         median_s: None,
@@ -622,4 +641,19 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         flops,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_bytes_picks_the_unit() {
+        assert_eq!(human_bytes(0), "0 bytes");
+        assert_eq!(human_bytes(999), "999 bytes");
+        assert_eq!(human_bytes(1_000), "1.0 kB");
+        assert_eq!(human_bytes(67_108_864), "67.1 MB");
+        assert_eq!(human_bytes(12_000_000_000_000), "12.0 TB");
+        assert_eq!(human_bytes(u64::MAX), "18.4 EB");
+    }
 }

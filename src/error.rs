@@ -74,6 +74,13 @@ pub enum Error {
         min_n: usize,
     },
 
+    /// A rule name that byzagg does not know.
+    #[error("unknown rule {name:?}; choose one of {}", crate::RULE_NAMES.join(", "))]
+    UnknownRule {
+        /// The name given.
+        name: String,
+    },
+
     /// A rule parameter is outside its valid range.
     #[error("invalid {name} = {value} for {rule}: {fix}")]
     InvalidParameter {
@@ -114,14 +121,30 @@ pub enum Error {
 
     /// No GPU adapter matched the request.
     #[error(
-        "no GPU adapter found{}; install a Vulkan driver (on Debian or Ubuntu: \
-         `apt-get install mesa-vulkan-drivers` for the lavapipe software adapter), \
-         check `byzagg devices`, or use --backend cpu",
-        match filter { Some(f) => format!(" matching {f:?}"), None => String::new() }
+        "{}",
+        match (filter, found.is_empty()) {
+            (_, true) => format!(
+                "no GPU adapter found{}; install a Vulkan driver (on Debian or Ubuntu: \
+                 `apt-get install mesa-vulkan-drivers` for the lavapipe software adapter), \
+                 or use --backend cpu",
+                filter.as_ref().map(|f| format!(" matching {f:?}")).unwrap_or_default()
+            ),
+            (Some(f), false) => format!(
+                "no GPU adapter found matching {f:?} among {}; name one of those, see \
+                 `byzagg devices`, or use --backend cpu",
+                found.join(", ")
+            ),
+            (None, false) => format!(
+                "no usable GPU adapter among {}; see `byzagg devices`, or use --backend cpu",
+                found.join(", ")
+            ),
+        }
     )]
     NoAdapter {
         /// The adapter filter that matched nothing, if one was given.
         filter: Option<String>,
+        /// The adapters that exist, as `name (backend)`.
+        found: Vec<String>,
     },
 
     /// The adapter refused to create a device.
@@ -166,12 +189,15 @@ pub enum Error {
     },
 
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    ///
+    /// The message includes `cause`, which is therefore not also reported as
+    /// the error's source, so that a printed chain names it once.
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The underlying I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// A file's contents are not what byzagg can use.

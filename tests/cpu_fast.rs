@@ -560,4 +560,26 @@ fn cli_bench_rejects_oversized_gradients() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "4 PB of gradients were accepted");
     assert!(stderr.contains("lower n or d"), "unclear message: {stderr}");
+    assert!(
+        stderr.contains("n × d"),
+        "the message blames one of n and d: {stderr}"
+    );
+}
+
+#[test]
+fn cli_bench_rejects_unknown_rule() {
+    let output = byzagg()
+        .args(["bench", "--rule", "krum2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "rule krum2 was accepted");
+    assert!(
+        stderr.contains("unknown rule \"krum2\""),
+        "unclear message: {stderr}"
+    );
+    assert!(
+        stderr.contains("multi-krum"),
+        "no valid rules listed: {stderr}"
+    );
 }

@@ -190,6 +190,15 @@ fn bench_gpu_bandwidth_rows() {
         assert!(rate > 0.0, "row: {row}");
     }
 
+    let runs_rule: Vec<bool> = rows
+        .iter()
+        .filter_map(|r| r["runs_rule"].as_bool())
+        .collect();
+    assert_eq!(runs_rule, [false, false, true]);
+    // The probes select no worker, which is not a disagreement with the rule.
+    let warnings = String::from_utf8_lossy(&output.stderr);
+    assert!(!warnings.contains("selected"), "{warnings}");
+
     let gpu = &rows[2];
     let upload = gpu["fraction_of_upload"]
         .as_f64()

@@ -1,6 +1,5 @@
 //! `byzagg bench`: times one rule on each backend over generated gradients.
 
-use anyhow::Context;
 use byzagg::bench::{self, BenchBackend, BenchConfig, BenchReport, BenchRow};
 use clap::{Args, ValueEnum};
 
@@ -93,7 +92,7 @@ pub fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
         seed: args.seed,
         fresh_output: args.fresh_output,
     };
-    let report = bench::run(&config).context("benchmark failed")?;
+    let report = bench::run(&config)?;
     warn_if_selections_differ(&report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -109,7 +108,7 @@ fn warn_if_selections_differ(report: &BenchReport) {
     let measured: Vec<&BenchRow> = report
         .rows
         .iter()
-        .filter(|r| r.median_s.is_some() && r.backend != "memory")
+        .filter(|r| r.median_s.is_some() && r.runs_rule)
         .collect();
     if let Some(first) = measured.first() {
         for row in &measured[1..] {
@@ -123,6 +122,15 @@ fn warn_if_selections_differ(report: &BenchReport) {
     }
 }
 
+/// Seconds with four decimals, or three significant digits below a
+/// millisecond, where four decimals would round to 0.0000.
+fn seconds(value: Option<f64>) -> String {
+    match value {
+        Some(v) if v > 0.0 && v < 1e-3 => format!("{v:.2e}"),
+        other => cell(other, 4, ""),
+    }
+}
+
 fn cell(value: Option<f64>, decimals: usize, unit: &str) -> String {
     match value {
         Some(v) => format!("{v:.decimals$}{unit}"),
@@ -132,12 +140,12 @@ fn cell(value: Option<f64>, decimals: usize, unit: &str) -> String {
 
 fn print_table(report: &BenchReport) {
     println!(
-        "{} on n = {}, d = {}, f = {}: {:.1} MB of gradients, median of {} runs, {} threads, {}",
+        "{} on n = {}, d = {}, f = {}: {} of gradients, median of {} runs, {} threads, {}",
         report.rule,
         report.n,
         report.d,
         report.f,
-        report.bytes_read as f64 / 1e6,
+        bench::human_bytes(report.bytes_read),
         report.repeats,
         report.threads,
         if report.fresh_output {
@@ -156,7 +164,7 @@ const HEADERS: [&str; 12] = [
     "median s",
     "GB/s",
     "GFLOP/s",
-    "speed-up",
+    "vs reference",
     "stream",
     "vs upload",
     "upload s",
@@ -170,14 +178,14 @@ fn row_cells(row: &BenchRow) -> [String; 12] {
     [
         row.backend.to_string(),
         row.adapter.clone().unwrap_or_else(|| "-".to_string()),
-        cell(row.median_s, 4, ""),
+        seconds(row.median_s),
         cell(row.gb_per_s, 2, ""),
         cell(row.gflop_per_s, 1, ""),
         cell(row.speedup_vs_reference, 1, "×"),
         cell(row.fraction_of_stream.map(|f| f * 100.0), 0, "%"),
         cell(row.fraction_of_upload.map(|f| f * 100.0), 0, "%"),
-        cell(row.upload_s, 4, ""),
-        cell(row.kernel_s, 4, ""),
+        seconds(row.upload_s),
+        seconds(row.kernel_s),
         cell(
             row.kernel_fraction_of_device_read.map(|f| f * 100.0),
             0,
@@ -237,6 +245,7 @@ mod tests {
     fn report_with_adapter(adapter: &str) -> BenchReport {
         let row = |backend, adapter: &str| BenchRow {
             backend,
+            runs_rule: true,
             adapter: Some(adapter.to_string()),
             unavailable: None,
             median_s: Some(0.5),

@@ -135,6 +135,10 @@ impl GpuContext {
         let Some(index) = adapters::pick(&infos, filter) else {
             return Err(Error::NoAdapter {
                 filter: filter.name.clone(),
+                found: infos
+                    .iter()
+                    .map(|info| format!("{} ({})", info.name, info.backend.to_str()))
+                    .collect(),
             });
         };
         let adapter = &candidates[index];

@@ -134,9 +134,9 @@ fn check_header_length(path: &Path, bytes: &[u8]) -> Result<()> {
 impl NpyFile {
     /// Opens and maps `path`, checking its header, dtype and size.
     pub fn open(path: &Path) -> Result<Self> {
-        let io_error = |source| Error::Io {
+        let io_error = |cause| Error::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let file = File::open(path).map_err(io_error)?;
         let length = file.metadata().map_err(io_error)?.len();
@@ -273,9 +273,9 @@ impl NpyGradients {
         for input in inputs {
             if input.is_dir() {
                 let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
-                    .map_err(|source| Error::Io {
+                    .map_err(|cause| Error::Io {
                         path: input.clone(),
-                        source,
+                        cause,
                     })?
                     .filter_map(|entry| entry.ok().map(|e| e.path()))
                     .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "npy"))

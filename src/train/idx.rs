@@ -32,9 +32,9 @@ pub fn find(dir: &Path, base: &str) -> Option<PathBuf> {
 /// Reads the bytes of `path`, decompressed when the file is gzipped (detected by
 /// its first two bytes, not by its name).
 fn read_bytes(path: &Path) -> Result<Vec<u8>> {
-    let io_error = |source| Error::Io {
+    let io_error = |cause| Error::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let raw = std::fs::read(path).map_err(io_error)?;
     if !raw.starts_with(&GZIP_MAGIC) {

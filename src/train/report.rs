@@ -29,9 +29,9 @@ pub fn curves_csv(results: &[RunResult]) -> String {
 /// Writes `contents` to `path` through a temporary file in the same folder
 /// and a rename, so that a failure leaves no partial file at `path`.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    let io_error = |source| Error::Io {
+    let io_error = |cause| Error::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
