@@ -257,14 +257,14 @@ fn check_memory(config: &BenchConfig) -> Result<()> {
     }
 }
 
-/// The error for n × d gradients that do not fit in memory, `why` saying
-/// how far they are from fitting.
-fn does_not_fit(n: usize, d: usize, why: String) -> Error {
+/// Returns the error for n × d gradients that do not fit in memory, with
+/// `shortfall` telling how far they are from fitting.
+fn does_not_fit(n: usize, d: usize, shortfall: String) -> Error {
     Error::InvalidParameter {
         rule: "bench",
         name: "n × d",
         value: format!("{n} × {d}"),
-        fix: format!("{why}; lower n or d"),
+        fix: format!("{shortfall}; lower n or d"),
     }
 }
 

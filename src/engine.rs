@@ -127,8 +127,8 @@ impl Engine {
     }
 
     /// Creates an engine on a hardware GPU if one exists, else on the CPU
-    /// path, which [`Engine::kind`] then reports (and an info-level log
-    /// record says why). Software adapters such as lavapipe are
+    /// path, which [`Engine::kind`] then reports (an info-level log record
+    /// gives the reason). Software adapters such as lavapipe are
     /// used only when asked for, through [`Engine::gpu`] or an adapter named
     /// in `BYZAGG_ADAPTER`.
     pub fn auto() -> Result<Self> {

@@ -72,8 +72,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size {text:?}: use a positive number of bytes with an optional K, M or G suffix, such as 512M"))
 }
 
-/// Builds the engine of `--backend auto`, and says on stderr when it falls
-/// back to the CPU, so that a user expecting a GPU learns why it is not used.
+/// Builds the engine of `--backend auto`, and prints a notice on stderr when
+/// it falls back to the CPU, so that a user expecting a GPU learns why.
 pub fn auto_engine(filter: &AdapterFilter, options: GpuOptions) -> anyhow::Result<Engine> {
     let engine = Engine::auto_with(filter, options)?;
     if engine.kind() != byzagg::BackendKind::Gpu {

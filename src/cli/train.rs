@@ -234,8 +234,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
 }
 
 fn print_summary(results: &[RunResult]) {
-    // The note column, which says where a run diverged, appears only when
-    // one did.
+    // The note column, which gives the step where a run diverged, appears
+    // only when one did.
     let notes = results.iter().any(|r| r.diverged_at.is_some());
     let header = format!(
         "{:<18} {:<11} {:>9} {:>9} {:>17}",
