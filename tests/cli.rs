@@ -754,24 +754,20 @@ fn devices_quiet_without_runtime_dir() {
     }
 }
 
+/// Runs Krum with f = 2 from `input` to `output` in `dir`.
+fn krum_from_to(dir: &Path, input: &str, output: &str) -> Output {
+    let args = ["aggregate", "--rule", "krum", "--f", "2"];
+    byzagg(
+        &[&args[..], &["--input", input, "--output", output]].concat(),
+        dir,
+    )
+}
+
 #[test]
 fn missing_output_folder_is_named() {
     let dir = TempDir::new().unwrap();
     write_sample(dir.path());
-    let output = byzagg(
-        &[
-            "aggregate",
-            "--rule",
-            "krum",
-            "--f",
-            "2",
-            "--input",
-            "g.npy",
-            "--output",
-            "no-dir/out.npy",
-        ],
-        dir.path(),
-    );
+    let output = krum_from_to(dir.path(), "g.npy", "no-dir/out.npy");
     let message = stderr(&output);
     assert!(!output.status.success());
     assert!(
@@ -785,20 +781,7 @@ fn missing_output_folder_is_named() {
 #[test]
 fn missing_input_cause_printed_once() {
     let dir = TempDir::new().unwrap();
-    let output = byzagg(
-        &[
-            "aggregate",
-            "--rule",
-            "krum",
-            "--f",
-            "2",
-            "--input",
-            "missing.npy",
-            "--output",
-            "o.npy",
-        ],
-        dir.path(),
-    );
+    let output = krum_from_to(dir.path(), "missing.npy", "o.npy");
     let message = stderr(&output);
     assert!(!output.status.success());
     assert!(message.contains("missing.npy"), "{message}");
