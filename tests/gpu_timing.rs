@@ -120,6 +120,27 @@ fn distance_stats_count_every_uploaded_slice() {
     assert_eq!(context.take_stats().expect("stats while off"), None);
 }
 
+/// Runs `byzagg bench --json` once on `backends` over n × d gradients and
+/// returns the report and what it printed on stderr.
+fn bench_json(backends: &[&str], n: usize, d: usize) -> (serde_json::Value, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_byzagg"))
+        .args([
+            "bench",
+            "--backends",
+            &backends.join(","),
+            "--json",
+            "--repeats",
+            "1",
+        ])
+        .args(["--n", &n.to_string(), "--d", &d.to_string()])
+        .output()
+        .expect("running byzagg bench");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "byzagg bench failed: {stderr}");
+    let report = serde_json::from_slice(&output.stdout).expect("bench prints JSON");
+    (report, stderr)
+}
+
 #[test]
 fn bench_json_reports_gpu_timing() {
     // Probe first, so that a machine without an adapter skips.
@@ -127,18 +148,7 @@ fn bench_json_reports_gpu_timing() {
         return;
     }
     let (n, d) = (5, 512);
-    let output = Command::new(env!("CARGO_BIN_EXE_byzagg"))
-        .args(["bench", "--backends", "gpu", "--json", "--repeats", "1"])
-        .args(["--n", &n.to_string(), "--d", &d.to_string()])
-        .output()
-        .expect("running byzagg bench");
-    assert!(
-        output.status.success(),
-        "byzagg bench failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("bench prints JSON");
+    let (report, _) = bench_json(&["gpu"], n, d);
     let row = &report["rows"][0];
     assert_eq!(row["backend"], "gpu", "row: {row}");
     assert!(row["unavailable"].is_null(), "row: {row}");
@@ -168,19 +178,7 @@ fn bench_gpu_bandwidth_rows() {
     if gpu_engine(&AdapterFilter::from_env(), "bench bandwidth rows").is_none() {
         return;
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_byzagg"))
-        .args(["bench", "--backends", "gpu-upload,gpu-memory,gpu"])
-        .args(["--json", "--repeats", "1", "--n", "5", "--d", "3000"])
-        .output()
-        .expect("running byzagg bench");
-    assert!(
-        output.status.success(),
-        "byzagg bench failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("bench prints JSON");
+    let (report, warnings) = bench_json(&["gpu-upload", "gpu-memory", "gpu"], 5, 3000);
     let rows = report["rows"].as_array().expect("rows is an array");
     let names: Vec<&str> = rows.iter().filter_map(|r| r["backend"].as_str()).collect();
     assert_eq!(names, ["gpu-upload", "gpu-memory", "gpu"]);
@@ -196,7 +194,6 @@ fn bench_gpu_bandwidth_rows() {
         .collect();
     assert_eq!(runs_rule, [false, false, true]);
     // The probes select no worker, which is not a disagreement with the rule.
-    let warnings = String::from_utf8_lossy(&output.stderr);
     assert!(!warnings.contains("selected"), "{warnings}");
 
     let gpu = &rows[2];
