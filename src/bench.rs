@@ -330,6 +330,12 @@ fn median(times: &mut [f64]) -> f64 {
     }
 }
 
+/// Sets the row's fastest and median time from `times`, which it sorts.
+fn record_times(row: &mut BenchRow, times: &mut [f64]) {
+    row.min_s = times.iter().copied().reduce(f64::min);
+    row.median_s = Some(median(times));
+}
+
 /// Wall times of `repeats` calls of `run` after `warmup` untimed calls, and
 /// the output of the last call.
 fn time_runs<T>(
@@ -424,8 +430,7 @@ fn measure_engine(
     let (mut times, _) = time_runs(config.repeats, warmup, || {
         aggregate_once(engine, rule, grads, config.fresh_output, &mut out)
     })?;
-    row.min_s = times.iter().copied().reduce(f64::min);
-    row.median_s = Some(median(&mut times));
+    record_times(row, &mut times);
     row.selected = out.selected;
     Ok(())
 }
@@ -456,9 +461,9 @@ fn measure_gpu(
         let start = Instant::now();
         let retired = aggregate_once(&engine, rule, grads, config.fresh_output, &mut out);
         times.push(start.elapsed().as_secs_f64());
-        let taken = retired.and_then(|retired| Ok((retired, context.take_stats()?)));
-        let (_retired, stats) = match taken {
-            Ok(taken) => taken,
+        let measured = retired.and_then(|retired| Ok((retired, context.take_stats()?)));
+        let (_retired, stats) = match measured {
+            Ok(measured) => measured,
             Err(error) => {
                 context.enable_stats(false);
                 return Err(error);
@@ -471,8 +476,7 @@ fn measure_gpu(
         }
     }
     context.enable_stats(false);
-    row.min_s = times.iter().copied().reduce(f64::min);
-    row.median_s = Some(median(&mut times));
+    record_times(row, &mut times);
     if !uploads.is_empty() {
         row.upload_s = Some(median(&mut uploads));
     }
@@ -523,8 +527,7 @@ fn measure_gpu_read(
         .collect::<Result<Vec<f64>>>();
     context.enable_stats(false);
     let mut times = timed?;
-    row.min_s = times.iter().copied().reduce(f64::min);
-    row.median_s = Some(median(&mut times));
+    record_times(row, &mut times);
     Ok(())
 }
 
@@ -541,8 +544,7 @@ fn measure(
         BenchBackend::Memory => {
             row.adapter = Some(format!("{} threads", rayon::current_num_threads()));
             let (mut times, _) = time_runs(repeats, 1, || Ok(stream_sum(grads)))?;
-            row.min_s = times.iter().copied().reduce(f64::min);
-            row.median_s = Some(median(&mut times));
+            record_times(&mut row, &mut times);
         }
         BenchBackend::Reference => {
             measure_engine(&Engine::reference(), rule, grads, config, &mut row)?
@@ -564,8 +566,7 @@ fn measure(
                 BenchBackend::GpuUpload => {
                     let (mut times, _) =
                         time_runs(repeats, 1, || context.stream_without_compute(grads))?;
-                    row.min_s = times.iter().copied().reduce(f64::min);
-                    row.median_s = Some(median(&mut times));
+                    record_times(&mut row, &mut times);
                 }
                 BenchBackend::GpuMemory => {
                     row.timing = Some(context.timing().name());

@@ -33,11 +33,8 @@ pub struct Aggregation {
 impl Aggregation {
     pub(crate) fn empty(non_finite: Vec<usize>) -> Self {
         Self {
-            vector: Vec::new(),
-            selected: Vec::new(),
-            scores: None,
             non_finite,
-            iterations: None,
+            ..Self::default()
         }
     }
 }

@@ -19,9 +19,9 @@ const UPLOADED: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_DST);
 const SUMS: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE;
 
-/// Workgroups of the read kernel. 4096 · 64 threads keep many loads in
-/// flight on large GPUs, and their sums (1 MiB) are small beside the bytes
-/// read.
+/// Workgroups of the read kernel. 4096 · 64 threads are meant to keep many
+/// loads in flight on large GPUs (an estimate, not measured on one), and
+/// their sums (1 MiB) are small beside the bytes read.
 const READ_GROUPS: u32 = 4096;
 
 /// Bytes of one `vec4<f32>`, the read kernel's unit.

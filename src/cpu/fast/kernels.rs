@@ -15,10 +15,10 @@ pub(crate) const CHUNK: usize = 2048;
 pub(crate) const GROUP: usize = 4;
 
 /// How far ahead, in coordinates, the pair kernels prefetch each row:
-/// 16 KiB, two chunks. Intel documents that its L2 stream prefetcher stops
-/// at each 4 KiB page, and a block streams 4 to 8 rows per thread. On the
-/// 2-core Xeon of docs/BENCHMARKS.md this made the n = 8 distance pass
-/// about 15% faster.
+/// 16 KiB, two chunks. A block streams 4 to 8 rows per thread, more than the
+/// hardware prefetcher kept ahead of on the 2-core Xeon of
+/// docs/BENCHMARKS.md, where this made the n = 8 distance pass about 15%
+/// faster.
 const PREFETCH_AHEAD: usize = 2 * CHUNK;
 
 /// Requests the cache line at `ahead` into the L2 cache. It is only a hint:
